@@ -1,0 +1,3 @@
+from text2lora.cli import entry
+
+entry()

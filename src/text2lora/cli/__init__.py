@@ -1,0 +1,56 @@
+"""The ``text2lora`` command: one entry point, subcommands grouped by concern.
+
+Each subcommand module is thin: it parses, calls one library function, prints. User mistakes become one line
+on stderr and exit code 2 (see :func:`main`); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+import typer
+
+from text2lora.errors import Text2LoraError
+
+app = typer.Typer(
+    name="text2lora",
+    help="Turn a plain-English task description into a LoRA adapter (Text-to-LoRA).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _register() -> None:
+    from text2lora.cli import core, data
+
+    core.register(app)
+    app.add_typer(data.app, name="data")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code (0 ok, 2 user error)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    _register()
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="text2lora", standalone_mode=False)
+    except Text2LoraError as e:
+        print(f"text2lora: error: {e}", file=sys.stderr)
+        return 2
+    except click.exceptions.Abort:
+        print("text2lora: aborted", file=sys.stderr)
+        return 130
+    except click.ClickException as e:
+        print(f"text2lora: error: {e.format_message()}", file=sys.stderr)
+        return 2
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    return result if isinstance(result, int) else 0
+
+
+def entry() -> None:  # console-script target
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Base models: loading, bundled offline defaults, and target-module discovery from configs."""

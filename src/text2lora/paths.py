@@ -1,0 +1,94 @@
+"""Where text2lora keeps its caches, and atomic writes of files and directories."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from text2lora.errors import Text2LoraError
+
+
+def home() -> Path:
+    """The cache root: ``$TEXT2LORA_HOME`` or ``~/.cache/text2lora``."""
+    root = os.environ.get("TEXT2LORA_HOME")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "text2lora"
+
+
+def _check_parent_writable(target: Path) -> Path:
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise Text2LoraError(f"cannot create directory {parent}: {e.strerror or e}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise Text2LoraError(f"directory {parent} is not writable")
+    return parent
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary directory beside ``target``; on success rename it to ``target``.
+
+    A crash or kill before the rename leaves ``target`` untouched (old content or absent) and at worst a
+    ``.tmp-*`` sibling, never a half-written ``target``.
+    """
+    target = Path(target)
+    parent = _check_parent_writable(target)
+    if target.exists() and not overwrite:
+        raise Text2LoraError(f"{target} already exists")
+    if target.exists() and not target.is_dir():
+        raise Text2LoraError(f"{target} exists and is not a directory")
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=parent))
+    try:
+        yield tmp
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".old-{target.name}-", dir=parent))
+            os.replace(target, old / target.name)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    parent = _check_parent_writable(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON (so equal objects give equal bytes), atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """Read JSON with an error that names the file instead of a traceback."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise Text2LoraError(f"{what} not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise Text2LoraError(f"cannot read {what} {path}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise Text2LoraError(f"{what} {path} is not valid JSON (line {e.lineno}: {e.msg})") from None

@@ -1,0 +1,150 @@
+"""The Python API: load a hypernetwork checkpoint, turn descriptions into adapters.
+
+    from text2lora import T2L
+    t2l = T2L.load()                                  # the default checkpoint
+    lora = t2l.generate(["Answer grade-school maths word problems."])
+    t2l.save_adapter("Answer grade-school maths word problems.", "adapters/gsm")   # a PEFT directory
+    with apply_lora(model, lora): model.generate(...)  # or in memory, one adapter per sample
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from text2lora.checkpoint import CheckpointMeta, build_from_meta, load_checkpoint, read_meta, save_checkpoint
+from text2lora.config import HyperNetConfig, LoraConfig
+from text2lora.encoders import Encoder, EncoderSpec, build_encoder, check_descriptions
+from text2lora.errors import Text2LoraError
+from text2lora.hypernet import HyperNetwork
+from text2lora.lora import LoraWeights, save_peft_adapter
+from text2lora.models.bundled import BUNDLED_BASE, BUNDLED_ENCODER, resolve_model
+from text2lora.models.targets import DEFAULT_TARGETS, TargetLayout, discover_targets
+from text2lora.paths import home
+
+log = logging.getLogger(__name__)
+
+#: A trained checkpoint shipped inside the package (absent until one is trained and committed).
+SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default"
+
+
+class T2L:
+    """A hypernetwork, its encoder and its metadata: descriptions in, :class:`LoraWeights` out."""
+
+    def __init__(self, hypernet: HyperNetwork, encoder: Encoder, meta: CheckpointMeta) -> None:
+        if encoder.spec.dim != hypernet.encoder_dim:
+            raise Text2LoraError(
+                f"encoder {encoder.spec.name!r} gives {encoder.spec.dim}-d embeddings; the hypernetwork takes "
+                f"{hypernet.encoder_dim}"
+            )
+        self.hypernet = hypernet
+        self.encoder = encoder
+        self.meta = meta
+
+    @classmethod
+    def load(cls, checkpoint: str | os.PathLike | None = None, device: str = "cpu") -> T2L:
+        """Load a checkpoint directory (default: :func:`default_checkpoint`)."""
+        path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
+        net, meta = load_checkpoint(path, device)
+        return cls(net, build_encoder(meta.encoder, device), meta)
+
+    @property
+    def layout(self) -> TargetLayout:
+        return self.meta.layout
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hypernet.parameters()).device
+
+    def embed(self, descriptions: str | list[str]) -> torch.Tensor:
+        texts = [descriptions] if isinstance(descriptions, str) else list(descriptions)
+        return self.encoder.encode(check_descriptions(texts)).to(self.device)
+
+    def lora_from_embeddings(self, emb: torch.Tensor) -> LoraWeights:
+        """Run the hypernetwork (with autograd if enabled: training calls this)."""
+        lora = self.meta.hypernet.lora
+        return LoraWeights(self.hypernet(emb), self.layout, rank=lora.rank, alpha=lora.alpha, use_rslora=lora.use_rslora)
+
+    @torch.inference_mode()
+    def generate(self, descriptions: str | list[str]) -> LoraWeights:
+        """One adapter per description, in memory, in one forward pass."""
+        self.hypernet.eval()
+        return self.lora_from_embeddings(self.embed(descriptions))
+
+    def check_base_model(self, base_model: str) -> None:
+        """Refuse a base model whose targets differ from the ones this checkpoint was made for."""
+        if base_model == self.meta.base_model:
+            return
+        other = discover_targets(resolve_model(base_model), self.layout.names)
+        if not other.compatible_with(self.layout):
+            raise Text2LoraError(
+                f"this checkpoint was made for {self.meta.base_model} ({self.layout.n_layers} layers, "
+                f"{_shapes(self.layout)}), not for {base_model} ({other.n_layers} layers, {_shapes(other)})"
+            )
+
+    def peft_base_name(self) -> str:
+        """``base_model_name_or_path`` for exported adapters: something PEFT can load here."""
+        return resolve_model(self.meta.base_model)
+
+    def save_adapter(self, description: str, out_dir: str | os.PathLike) -> Path:
+        """Generate one adapter and write it as a PEFT directory."""
+        return self.save_adapters([description], [out_dir])[0]
+
+    def save_adapters(self, descriptions: list[str], out_dirs: list[str | os.PathLike]) -> list[Path]:
+        if len(descriptions) != len(out_dirs):
+            raise Text2LoraError("one output directory per description is needed")
+        weights = self.generate(descriptions)
+        base = self.peft_base_name()
+        return [
+            save_peft_adapter(
+                weights, out, base_model_name_or_path=base, index=i,
+                metadata={"text2lora_description": d[:2000], "text2lora_base_model": self.meta.base_model},
+            )
+            for i, (d, out) in enumerate(zip(descriptions, out_dirs))
+        ]
+
+
+def _shapes(layout: TargetLayout) -> str:
+    return ", ".join(f"{n} {i}->{o}" for n, (i, o) in layout.shapes.items())
+
+
+def init_checkpoint(
+    out_dir: str | os.PathLike,
+    *,
+    base_model: str = BUNDLED_BASE,
+    variant: str = "L",
+    targets: tuple[str, ...] = DEFAULT_TARGETS,
+    encoder: EncoderSpec | None = None,
+    hypernet: HyperNetConfig | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write a freshly initialised (bias-HyperInit) hypernetwork for ``base_model``: its adapters have dW = 0."""
+    config = hypernet or HyperNetConfig(variant=variant, lora=LoraConfig())
+    if hypernet is not None and variant != hypernet.variant:
+        config = HyperNetConfig(**{**hypernet.to_dict(), "variant": variant, "n_blocks": None})
+    layout = discover_targets(resolve_model(base_model), tuple(targets))
+    spec = encoder or EncoderSpec(kind="sentence-transformers", name=BUNDLED_ENCODER, dim=384)
+    if spec.kind != "one-hot":
+        spec = build_encoder(spec).spec  # learn the true embedding size
+    meta = CheckpointMeta(hypernet=config, base_model=base_model, layout=layout, encoder=spec, trained=False,
+                          info={"seed": seed, "created_by": "text2lora init"})
+    return save_checkpoint(build_from_meta(meta, seed=seed), meta, out_dir)
+
+
+def default_checkpoint() -> Path:
+    """The shipped trained checkpoint if there is one; otherwise a fresh one (created once, with a warning)."""
+    if (SHIPPED_CHECKPOINT / "t2l_config.json").is_file():
+        return SHIPPED_CHECKPOINT
+    fresh = home() / "checkpoints" / "fresh-smollm2-L"
+    log.warning(
+        "no trained checkpoint is shipped yet: using a freshly initialised hypernetwork (%s); "
+        "its adapters leave the base model unchanged until it is trained", fresh,
+    )
+    if not (fresh / "t2l_config.json").is_file():
+        init_checkpoint(fresh)
+    else:
+        read_meta(fresh)
+    return fresh

@@ -1,0 +1,142 @@
+"""`text2lora init | generate | size | demo`: the core commands."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from text2lora.errors import Text2LoraError
+
+VARIANT_HELP = "Hypernetwork size: L (A and B from one head), M (one head shared by A and B), S (one rank row at a time)."
+
+
+def _targets(value: str) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in value.split(",") if t.strip())
+    if not names:
+        raise Text2LoraError("--targets needs at least one module name, e.g. q_proj,v_proj")
+    return names
+
+
+def _variant(value: str) -> str:
+    v = value.strip().upper()
+    if v not in ("L", "M", "S"):
+        raise Text2LoraError(f"unknown variant {value!r}; choose L, M or S")
+    return v
+
+
+def init(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint directory to write.")],
+    base_model: Annotated[str, typer.Option(help="Base model: 'bundled:smollm2-135m-instruct', a hub id or a local folder.")] = "bundled:smollm2-135m-instruct",
+    variant: Annotated[str, typer.Option(help=VARIANT_HELP)] = "L",
+    targets: Annotated[str, typer.Option(help="Comma-separated Linear modules to adapt in every decoder layer.")] = "q_proj,v_proj",
+    encoder: Annotated[str, typer.Option(help="sentence-transformers encoder for descriptions (bundled name, hub id or folder).")] = "bundled:all-minilm-l6-v2",
+    rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 8,
+    alpha: Annotated[float, typer.Option(help="LoRA alpha (scaled by alpha/sqrt(r): rsLoRA).")] = 16.0,
+    seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
+) -> None:
+    """Write a freshly initialised hypernetwork for a base model (its adapters leave the model unchanged until trained)."""
+    from text2lora.api import init_checkpoint
+    from text2lora.config import HyperNetConfig, LoraConfig
+    from text2lora.encoders import EncoderSpec
+
+    config = HyperNetConfig(variant=_variant(variant), lora=LoraConfig(rank=rank, alpha=alpha))
+    path = init_checkpoint(out, base_model=base_model, variant=config.variant, targets=_targets(targets),
+                           encoder=EncoderSpec(name=encoder), hypernet=config, seed=seed)
+    print(f"wrote a fresh {config.variant} hypernetwork for {base_model} to {path}")
+
+
+def _slug(text: str, n: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n].strip("-") or "adapter"
+
+
+def _read_descriptions(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise Text2LoraError(f"descriptions file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise Text2LoraError(f"cannot read descriptions file {path}: {e}") from None
+    descriptions = [line.strip() for line in lines if line.strip()]
+    if not descriptions:
+        raise Text2LoraError(f"descriptions file {path} has no descriptions (one per line)")
+    return descriptions
+
+
+def generate(
+    description: Annotated[Optional[str], typer.Argument(help="The task, in plain English.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Adapter directory (with --descriptions-file: a parent directory, one adapter per line).")] = Path("adapter"),
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Hypernetwork checkpoint directory (default: the shipped one).")] = None,
+    descriptions_file: Annotated[Optional[Path], typer.Option(help="A text file with one description per line.")] = None,
+    base_model: Annotated[Optional[str], typer.Option(help="Check that the adapter fits this base model (default: the checkpoint's).")] = None,
+) -> None:
+    """Generate PEFT LoRA adapter directories from task descriptions, in one hypernetwork forward pass.
+
+    Example: text2lora generate "Classify the sentiment of a movie review as positive or negative." --out sentiment
+    """
+    from text2lora.api import T2L
+
+    if (description is None) == (descriptions_file is None):
+        raise Text2LoraError("give either a DESCRIPTION argument or --descriptions-file")
+    descriptions = [description] if description is not None else _read_descriptions(descriptions_file)
+    if any(not d.strip() for d in descriptions):
+        raise Text2LoraError("the description is empty")
+    t2l = T2L.load(checkpoint)
+    if base_model is not None:
+        t2l.check_base_model(base_model)
+    if description is not None:
+        outs = [out]
+    else:
+        outs = [out / f"{i:03d}-{_slug(d)}" for i, d in enumerate(descriptions)]
+    paths = t2l.save_adapters(descriptions, outs)
+    if descriptions_file is not None:
+        from text2lora.paths import write_json
+
+        write_json(out / "index.json", [{"description": d, "adapter": p.name} for d, p in zip(descriptions, paths)])
+    for p in paths:
+        print(p)
+    if not t2l.meta.trained:
+        print("note: this checkpoint is untrained (fresh init); its adapters do not change the model yet", file=sys.stderr)
+
+
+def size(
+    model_config: Annotated[str, typer.Option(help="A model config.json file, a model folder or a hub id (no weights are read).")],
+    variant: Annotated[str, typer.Option(help=VARIANT_HELP)] = "L",
+    targets: Annotated[str, typer.Option(help="Comma-separated target modules.")] = "q_proj,v_proj",
+    rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 8,
+    latent: Annotated[int, typer.Option(help="Trunk width.")] = 128,
+    head_in: Annotated[int, typer.Option(help="Output head input width.")] = 512,
+    encoder_dim: Annotated[int, typer.Option(help="Task-embedding size (384 all-MiniLM-L6-v2, 1024 gte-large-en-v1.5).")] = 384,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {variant, params, bytes_fp32} as JSON.")] = False,
+) -> None:
+    """Print the hypernetwork's parameter count and fp32 size for any model config, without loading weights."""
+    import torch
+
+    from text2lora.config import HyperNetConfig, LoraConfig
+    from text2lora.hypernet import build_hypernetwork, count_parameters
+    from text2lora.models.targets import discover_targets
+
+    config = HyperNetConfig(variant=_variant(variant), latent=latent, head_in=head_in, lora=LoraConfig(rank=rank))
+    layout = discover_targets(model_config, _targets(targets))
+    with torch.device("meta"):
+        net = build_hypernetwork(config, encoder_dim=encoder_dim, n_layers=layout.n_layers, shapes=layout.shapes, seed=None)
+    params = count_parameters(net)
+    if as_json:
+        print(json.dumps({"variant": config.variant, "params": params, "bytes_fp32": params * 4}))
+        return
+    shapes = ", ".join(f"{n} {i}->{o}" for n, (i, o) in layout.shapes.items())
+    print(f"variant {config.variant}: {params:,} parameters ({params / 1e6:.1f}M), {params * 4 / 2**20:.1f} MiB in fp32")
+    print(f"targets: {layout.model_type}, {layout.n_layers} layers, {shapes}, rank {rank}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(generate)
+    app.command()(size)
+    from text2lora.cli.demo import demo
+
+    app.command()(demo)

@@ -1,0 +1,108 @@
+"""Typed configs, one per concern. YAML/JSON in, JSON out; every field documented and validated.
+
+Training and evaluation configs live beside their code (``text2lora.train.config``, ``text2lora.eval``); this file
+holds what the core needs: the hypernetwork's architecture and the LoRA it emits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from text2lora.errors import Text2LoraError
+
+VARIANTS = ("L", "M", "S")
+#: Residual trunk blocks per variant. S spends one more block: its heads are 8x smaller than M's (one rank row
+#: at a time), and with it the count matches the paper's 5.0M at Mistral-7B shapes.
+DEFAULT_BLOCKS = {"L": 2, "M": 2, "S": 3}
+
+
+@dataclass
+class LoraConfig:
+    """The LoRA the hypernetwork emits."""
+
+    rank: int = 8  #: LoRA rank r
+    alpha: float = 16.0  #: LoRA alpha; the update is scaled by alpha/sqrt(r) (rsLoRA) or alpha/r
+    use_rslora: bool = True  #: rank-stabilised scaling alpha/sqrt(r)
+    dropout: float = 0.05  #: dropout on the LoRA input during training (never at inference)
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise Text2LoraError(f"lora.rank must be >= 1, got {self.rank}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise Text2LoraError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / (self.rank**0.5 if self.use_rslora else self.rank)
+
+
+@dataclass
+class HyperNetConfig:
+    """Architecture of the T2L hypernetwork (paper defaults)."""
+
+    variant: str = "L"  #: L (A and B from one head), M (one head shared by A and B), S (one rank row at a time)
+    latent: int = 128  #: trunk width; the task projection takes latent/2, layer and module embeddings latent/4 each
+    head_in: int = 512  #: width of the trunk's last layer, the input of the output heads
+    n_blocks: int | None = None  #: residual MLP blocks in the trunk (None: 2 for L and M, 3 for S)
+    dropout: float = 0.05  #: dropout inside the trunk
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lora, dict):
+            self.lora = from_dict(LoraConfig, self.lora, "lora")
+        if self.variant not in VARIANTS:
+            raise Text2LoraError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        if self.latent < 8 or self.latent % 4:
+            raise Text2LoraError(f"latent must be a multiple of 4 and >= 8, got {self.latent}")
+        if self.head_in < 1:
+            raise Text2LoraError(f"head_in must be >= 1, got {self.head_in}")
+        if self.n_blocks is None:
+            self.n_blocks = DEFAULT_BLOCKS[self.variant]
+        if self.n_blocks < 1:
+            raise Text2LoraError(f"n_blocks must be >= 1, got {self.n_blocks}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise Text2LoraError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def from_dict(cls, data: Any, where: str = "config"):
+    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types name the key."""
+    if not isinstance(data, dict):
+        raise Text2LoraError(f"{where} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise Text2LoraError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _check_type(value, fields[name].type, f"{where}.{name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise Text2LoraError(f"{where}: {e}") from None
+
+
+_SIMPLE = {"int": int, "float": (int, float), "str": str, "bool": bool}
+
+
+def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    """Check scalars against a field's (string) annotation; nested dataclasses are converted by their owner."""
+    ann = str(annotation).replace(" ", "")
+    options = ann.split("|")
+    if value is None:
+        if "None" in options:
+            return None
+        raise Text2LoraError(f"{where} must not be null")
+    for opt in options:
+        expected = _SIMPLE.get(opt)
+        if expected is None:
+            return value  # containers and nested configs: validated where they are built
+        if opt in ("int", "float") and isinstance(value, bool):
+            continue
+        if isinstance(value, expected):
+            return float(value) if opt == "float" else value
+    raise Text2LoraError(f"{where} must be {ann.replace('|', ' or ')}, got {type(value).__name__} {value!r}")

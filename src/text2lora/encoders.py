@@ -1,0 +1,146 @@
+"""Task-description encoders: text in, one fixed-size embedding per description out.
+
+* ``sentence-transformers``: any sentence-transformers model (default: the bundled all-MiniLM-L6-v2; the paper
+  used gte-large-en-v1.5). Embeddings are L2-normalised.
+* ``base-lm``: the base model's own last-token hidden state (no second model to ship).
+* ``one-hot``: a task-id baseline; only the task names it was built with are valid "descriptions".
+
+Build one from a JSON-able spec with :func:`build_encoder`; the spec is stored in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import torch
+
+from text2lora.errors import Text2LoraError
+
+log = logging.getLogger(__name__)
+
+ENCODER_KINDS = ("sentence-transformers", "base-lm", "one-hot")
+MAX_DESCRIPTION_CHARS = 20_000
+
+
+@dataclass
+class EncoderSpec:
+    """What a checkpoint needs to rebuild its encoder."""
+
+    kind: str = "sentence-transformers"
+    name: str = "bundled:all-minilm-l6-v2"  #: model id/dir (one-hot: unused)
+    dim: int = 384
+    tasks: list[str] = field(default_factory=list)  #: one-hot only: the known task names, in id order
+
+    def __post_init__(self) -> None:
+        if self.kind not in ENCODER_KINDS:
+            raise Text2LoraError(f"unknown encoder kind {self.kind!r}; choose one of {', '.join(ENCODER_KINDS)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Encoder(Protocol):
+    spec: EncoderSpec
+
+    def encode(self, texts: list[str]) -> torch.Tensor:  # (N, dim) float32
+        ...
+
+
+def check_descriptions(texts: list[str]) -> list[str]:
+    """Reject empty or absurd descriptions before any model runs."""
+    if not texts:
+        raise Text2LoraError("no description given")
+    cleaned = []
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise Text2LoraError(f"description {i + 1} is empty" if len(texts) > 1 else "the description is empty")
+        if len(t) > MAX_DESCRIPTION_CHARS:
+            raise Text2LoraError(f"description {i + 1} is {len(t)} characters; the limit is {MAX_DESCRIPTION_CHARS}")
+        cleaned.append(" ".join(t.split()))
+    return cleaned
+
+
+class SentenceTransformerEncoder:
+    def __init__(self, spec: EncoderSpec, device: str = "cpu") -> None:
+        from sentence_transformers import SentenceTransformer
+
+        from text2lora.models.bundled import resolve_model
+
+        try:
+            self.model = SentenceTransformer(resolve_model(spec.name), device=device)
+        except (OSError, ValueError) as e:
+            raise Text2LoraError(f"cannot load encoder {spec.name!r}: {str(e).splitlines()[0]}") from None
+        dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension()
+        if spec.dim != dim:
+            spec = EncoderSpec(spec.kind, spec.name, dim, spec.tasks)
+        self.spec = spec
+        self.max_tokens = int(self.model.max_seq_length)
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        texts = check_descriptions(texts)
+        tokenizer = self.model.tokenizer
+        for i, t in enumerate(texts):
+            if len(t) < self.max_tokens - 2:  # a token spans at least one character: cannot be too long
+                continue
+            n = len(tokenizer(t, add_special_tokens=True)["input_ids"])
+            if n > self.max_tokens:
+                log.warning(
+                    "description %d is %d tokens; the encoder reads the first %d and ignores the rest",
+                    i + 1, n, self.max_tokens,
+                )
+        with torch.inference_mode():
+            emb = self.model.encode(
+                texts, convert_to_tensor=True, normalize_embeddings=True, batch_size=64, show_progress_bar=False
+            )
+        return emb.float().cpu().clone()
+
+
+class BaseLMEncoder:
+    """Last-token hidden state of a causal LM (mean of the final layer at the last real token)."""
+
+    def __init__(self, spec: EncoderSpec, device: str = "cpu", model=None, tokenizer=None) -> None:
+        if model is None:
+            from text2lora.models.base import load_base_model
+
+            model, tokenizer = load_base_model(spec.name, device=device)
+        self.model, self.tokenizer = model, tokenizer
+        dim = int(model.config.get_text_config().hidden_size)
+        self.spec = EncoderSpec(spec.kind, spec.name, dim, spec.tasks)
+        self.max_tokens = 512
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        texts = check_descriptions(texts)
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_tokens)
+        with torch.inference_mode():
+            out = self.model(**enc.to(self.model.device), output_hidden_states=True)
+        hidden = out.hidden_states[-1]  # (N, T, H), left-padded: the last position is the last real token
+        emb = hidden[:, -1, :].float()
+        return torch.nn.functional.normalize(emb, dim=-1).cpu()
+
+
+class OneHotEncoder:
+    def __init__(self, spec: EncoderSpec) -> None:
+        if not spec.tasks:
+            raise Text2LoraError("a one-hot encoder needs the list of task names")
+        self.spec = EncoderSpec(spec.kind, "", len(spec.tasks), list(spec.tasks))
+        self.index = {t: i for i, t in enumerate(spec.tasks)}
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        texts = check_descriptions(texts)
+        unknown = [t for t in texts if t not in self.index]
+        if unknown:
+            raise Text2LoraError(f"one-hot encoder: unknown task {unknown[0]!r} (it knows {len(self.index)} task names)")
+        ids = torch.tensor([self.index[t] for t in texts])
+        return torch.nn.functional.one_hot(ids, len(self.index)).float()
+
+
+def build_encoder(spec: EncoderSpec | dict, device: str = "cpu") -> Encoder:
+    if isinstance(spec, dict):
+        spec = EncoderSpec(**spec)
+    if spec.kind == "sentence-transformers":
+        return SentenceTransformerEncoder(spec, device)
+    if spec.kind == "base-lm":
+        return BaseLMEncoder(spec, device)
+    return OneHotEncoder(spec)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, scoring and reports."""

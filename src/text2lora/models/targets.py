@@ -1,0 +1,197 @@
+"""Target-module discovery: (module, layer) -> (d_in, d_out), from a model's *config* alone.
+
+The model is instantiated on the ``meta`` device (no memory, no weights), so the shapes and module paths are
+exactly what transformers builds for that architecture: GQA (``num_key_value_heads``), an explicit ``head_dim``
+(Gemma), fused projections (Phi-3's ``qkv_proj``) and multimodal wrappers (Gemma 3) all come out right without a
+per-family table. A 7B config takes about a second.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from text2lora.errors import Text2LoraError
+
+DEFAULT_TARGETS = ("q_proj", "v_proj")
+_LAYER_RE = re.compile(r"^(?P<prefix>.*?)\.?layers\.(?P<idx>\d+)\.(?P<rest>.+)$")
+_NON_TEXT = ("vision", "visual", "audio", "image", "encoder.", "speech", "multi_modal_projector")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One target module type across all decoder layers."""
+
+    name: str  #: short name, e.g. ``q_proj``
+    d_in: int
+    d_out: int
+    paths: tuple[str, ...]  #: full module path per layer, e.g. ``model.layers.0.self_attn.q_proj``
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "d_in": self.d_in, "d_out": self.d_out, "paths": list(self.paths)}
+
+
+@dataclass(frozen=True)
+class TargetLayout:
+    """Every target of a base model: what the hypernetwork generates and where each LoRA goes."""
+
+    model_type: str
+    n_layers: int
+    targets: tuple[TargetSpec, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.targets)
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, int]]:
+        return {t.name: (t.d_in, t.d_out) for t in self.targets}
+
+    def spec(self, name: str) -> TargetSpec:
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise Text2LoraError(f"no target module {name!r} in this layout; it has {', '.join(self.names)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_type": self.model_type, "n_layers": self.n_layers, "targets": [t.to_dict() for t in self.targets]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TargetLayout:
+        try:
+            targets = tuple(
+                TargetSpec(t["name"], int(t["d_in"]), int(t["d_out"]), tuple(t["paths"])) for t in d["targets"]
+            )
+            layout = cls(str(d["model_type"]), int(d["n_layers"]), targets)
+        except (KeyError, TypeError, ValueError) as e:
+            raise Text2LoraError(f"malformed target layout: {e!r}") from None
+        if any(len(t.paths) != layout.n_layers for t in targets):
+            raise Text2LoraError("malformed target layout: a target does not cover every layer")
+        return layout
+
+    def compatible_with(self, other: TargetLayout) -> bool:
+        return self.n_layers == other.n_layers and self.shapes == other.shapes
+
+
+def load_model_config(source: Any):
+    """A transformers config from a config object, a dict, a ``config.json`` path, a folder or a hub id."""
+    from transformers import AutoConfig, PretrainedConfig
+
+    if isinstance(source, PretrainedConfig):
+        return source
+    if isinstance(source, dict):
+        return _config_from_dict(source, "the given config")
+    path = Path(str(source))
+    if path.is_file():
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise Text2LoraError(f"cannot read model config {path}: {e}") from None
+        if not isinstance(d, dict):
+            raise Text2LoraError(f"model config {path} is not a JSON object")
+        return _config_from_dict(d, str(path))
+    from text2lora.models.bundled import resolve_model
+
+    try:
+        return AutoConfig.from_pretrained(resolve_model(str(source)))
+    except (OSError, ValueError, KeyError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise Text2LoraError(f"cannot load the config of {source!r}: {msg}") from None
+
+
+def _config_from_dict(d: dict[str, Any], where: str):
+    from transformers import AutoConfig
+
+    model_type = d.get("model_type")
+    if not model_type:
+        raise Text2LoraError(f"{where} has no 'model_type'")
+    rest = {k: v for k, v in d.items() if k != "model_type"}
+    try:
+        return AutoConfig.for_model(model_type, **rest)
+    except (ValueError, KeyError, TypeError) as e:
+        raise Text2LoraError(f"{where}: unsupported model config ({e})") from None
+
+
+def _meta_linears(config) -> dict[str, tuple[int, int]]:
+    """Every nn.Linear of the model built from ``config`` on the meta device: path -> (d_in, d_out)."""
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with init_empty_weights(include_buffers=True):
+            model = AutoModelForCausalLM.from_config(config)
+    except ValueError:
+        # Multimodal wrappers (e.g. Gemma 3) are not registered as causal LMs: fall back to the base model class.
+        from transformers import AutoModel
+
+        try:
+            with init_empty_weights(include_buffers=True):
+                model = AutoModel.from_config(config)
+        except (ValueError, KeyError) as e:
+            raise Text2LoraError(f"transformers cannot build a model for this config: {e}") from None
+    return {n: (m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+def _text_layers(linears: dict[str, tuple[int, int]], n_layers: int | None):
+    """Group Linear paths by their ``layers.N`` stack and pick the language model's stack."""
+    stacks: dict[str, dict[int, dict[str, tuple[str, int, int]]]] = defaultdict(lambda: defaultdict(dict))
+    for path, (d_in, d_out) in linears.items():
+        m = _LAYER_RE.match(path)
+        if not m:
+            continue
+        stacks[m["prefix"]][int(m["idx"])][m["rest"]] = (path, d_in, d_out)
+    candidates = [p for p in stacks if not any(tag in p for tag in _NON_TEXT)] or list(stacks)
+    if n_layers is not None:
+        exact = [p for p in candidates if len(stacks[p]) == n_layers]
+        candidates = exact or candidates
+    if not candidates:
+        raise Text2LoraError("found no decoder layers with Linear modules in this model")
+    best = max(candidates, key=lambda p: len(stacks[p]))
+    return stacks[best]
+
+
+def _num_layers(config) -> int | None:
+    text = getattr(config, "text_config", None) or config
+    return getattr(text, "num_hidden_layers", None)
+
+
+def discover_targets(config_source: Any, modules: tuple[str, ...] | list[str] = DEFAULT_TARGETS) -> TargetLayout:
+    """Find each named Linear module in every decoder layer, with its shapes, without loading weights.
+
+    ``modules`` are short names (``q_proj``) or dotted suffixes (``self_attn.q_proj``). Each must exist in every
+    layer with one shape; an unknown name is an error that lists the modules the model has.
+    """
+    if not modules:
+        raise Text2LoraError("no target modules given")
+    if len(set(modules)) != len(modules):
+        raise Text2LoraError(f"duplicate target modules in {list(modules)}")
+    config = load_model_config(config_source)
+    layers = _text_layers(_meta_linears(config), _num_layers(config))
+    indices = sorted(layers)
+    if indices != list(range(len(indices))):
+        raise Text2LoraError(f"decoder layers are not numbered 0..N-1: {indices[:5]}...")
+    available = sorted({rest.rsplit(".", 1)[-1] for layer in layers.values() for rest in layer})
+    specs = []
+    for name in modules:
+        found: list[tuple[str, int, int]] = []
+        for i in indices:
+            hits = [v for rest, v in layers[i].items() if rest == name or rest.endswith("." + name)]
+            if len(hits) > 1:
+                raise Text2LoraError(f"target {name!r} is ambiguous in layer {i}: {[h[0] for h in hits]}")
+            if not hits:
+                raise Text2LoraError(
+                    f"model ({config.model_type}) has no target module {name!r}; its layers have: "
+                    + ", ".join(available)
+                )
+            found.append(hits[0])
+        shapes = {(d_in, d_out) for _, d_in, d_out in found}
+        if len(shapes) != 1:
+            raise Text2LoraError(f"target {name!r} changes shape across layers ({sorted(shapes)}); not supported")
+        (d_in, d_out), = shapes
+        specs.append(TargetSpec(name.rsplit(".", 1)[-1], d_in, d_out, tuple(p for p, _, _ in found)))
+    return TargetLayout(str(config.model_type), len(indices), tuple(specs))

@@ -34,22 +34,29 @@ SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default"
 class T2L:
     """A hypernetwork, its encoder and its metadata: descriptions in, :class:`LoraWeights` out."""
 
-    def __init__(self, hypernet: HyperNetwork, encoder: Encoder, meta: CheckpointMeta) -> None:
-        if encoder.spec.dim != hypernet.encoder_dim:
-            raise Text2LoraError(
-                f"encoder {encoder.spec.name!r} gives {encoder.spec.dim}-d embeddings; the hypernetwork takes "
-                f"{hypernet.encoder_dim}"
-            )
+    def __init__(self, hypernet: HyperNetwork, meta: CheckpointMeta, encoder: Encoder | None = None) -> None:
         self.hypernet = hypernet
-        self.encoder = encoder
         self.meta = meta
+        self._encoder = encoder
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike | None = None, device: str = "cpu") -> T2L:
-        """Load a checkpoint directory (default: :func:`default_checkpoint`)."""
+        """Load a checkpoint directory (default: :func:`default_checkpoint`). The encoder loads on first use."""
         path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
         net, meta = load_checkpoint(path, device)
-        return cls(net, build_encoder(meta.encoder, device), meta)
+        return cls(net, meta)
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            encoder = build_encoder(self.meta.encoder, str(self.device))
+            if encoder.spec.dim != self.hypernet.encoder_dim:
+                raise Text2LoraError(
+                    f"encoder {encoder.spec.name!r} gives {encoder.spec.dim}-d embeddings; the hypernetwork takes "
+                    f"{self.hypernet.encoder_dim}"
+                )
+            self._encoder = encoder
+        return self._encoder
 
     @property
     def layout(self) -> TargetLayout:
@@ -127,8 +134,7 @@ def init_checkpoint(
         config = HyperNetConfig(**{**hypernet.to_dict(), "variant": variant, "n_blocks": None})
     layout = discover_targets(resolve_model(base_model), tuple(targets))
     spec = encoder or EncoderSpec(kind="sentence-transformers", name=BUNDLED_ENCODER, dim=384)
-    if spec.kind != "one-hot":
-        spec = build_encoder(spec).spec  # learn the true embedding size
+    spec = build_encoder(spec).spec  # learn the true embedding size
     meta = CheckpointMeta(hypernet=config, base_model=base_model, layout=layout, encoder=spec, trained=False,
                           info={"seed": seed, "created_by": "text2lora init"})
     return save_checkpoint(build_from_meta(meta, seed=seed), meta, out_dir)

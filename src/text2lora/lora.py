@@ -18,7 +18,7 @@ from torch import nn
 
 from text2lora.errors import Text2LoraError
 from text2lora.models.targets import TargetLayout
-from text2lora.paths import atomic_dir
+from text2lora.paths import atomic_dir, write_json
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_CONFIG = "adapter_config.json"
@@ -177,7 +177,11 @@ def save_peft_adapter(
     index: int = 0,
     metadata: dict[str, str] | None = None,
 ) -> Path:
-    """Write adapter ``index`` as a standard PEFT adapter directory, atomically. Same input, same bytes."""
+    """Write adapter ``index`` as a standard PEFT adapter directory, atomically. Same input, same bytes.
+
+    ``metadata`` (provenance: description, checkpoint) goes to ``text2lora.json`` beside PEFT's files: the
+    safetensors header keeps only ``format``, since safetensors writes extra metadata keys in random order.
+    """
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
@@ -185,11 +189,12 @@ def save_peft_adapter(
         raise Text2LoraError(f"{out_dir} exists, is not empty and is not an adapter directory; refusing to replace it")
     config = peft_lora_config(weights, base_model_name_or_path)
     tensors = peft_state_dict(weights, index)
-    meta = {"format": "pt", **(metadata or {})}
     try:
         with atomic_dir(out_dir) as tmp:
-            save_file(tensors, str(tmp / PEFT_WEIGHTS), metadata=meta)
+            save_file(tensors, str(tmp / PEFT_WEIGHTS), metadata={"format": "pt"})
             config.save_pretrained(str(tmp))
+            if metadata:
+                write_json(tmp / "text2lora.json", metadata)
     except PermissionError as e:
         raise Text2LoraError(f"cannot write {out_dir}: {e.strerror}") from None
     return out_dir

@@ -11,6 +11,7 @@ import sys
 
 import click
 import typer
+from typer._click import ClickException as _TyperClickException  # typer 0.29 vendors its own click
 
 from text2lora.errors import Text2LoraError
 
@@ -41,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     except Text2LoraError as e:
         print(f"text2lora: error: {e}", file=sys.stderr)
         return 2
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         print("text2lora: aborted", file=sys.stderr)
         return 130
-    except click.ClickException as e:
+    except (click.ClickException, _TyperClickException) as e:
         print(f"text2lora: error: {e.format_message()}", file=sys.stderr)
         return 2
-    except click.exceptions.Exit as e:
+    except (click.exceptions.Exit, typer.Exit) as e:
         return e.exit_code
     return result if isinstance(result, int) else 0
 

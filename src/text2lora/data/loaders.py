@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,8 +197,7 @@ def parse_ni1(obj: Any, *, name: str, subtask: str) -> TaskData:
             lines.append(f"{title}: {value}")
     if sections.get("prompt"):
         lines.append(f"Prompt: {sections['prompt']}")
-    match = re.match(r"subtask\d+_([a-z]+)", subtask)
-    family = NI1_FAMILY_ALIASES.get(match.group(1), match.group(1)) if match else sanitize_name(subtask)
+    family = subtask_source(NI1_DIR, subtask)
     task = Task(
         name=name, source=family, definition="\n".join(lines), metric=GENERATION, descriptions=[own],
         license=BIGBENCH_LICENSE + "; Natural Instructions v1", origin="natural_instructions_v1",
@@ -205,51 +205,74 @@ def parse_ni1(obj: Any, *, name: str, subtask: str) -> TaskData:
     return TaskData(task, instances)
 
 
-def load_bigbench_dir(task_dir: Path) -> LoadResult:
-    """A BIG-bench task directory: its ``task.json`` and every ``<subtask>/task.json`` below it."""
-    result = LoadResult()
+def subtask_name(family: str, sub: str) -> str:
+    """The library name of a BIG-bench subtask (``family.sub``) or Natural Instructions subtask (``ni.sub``)."""
+    return f"ni.{sanitize_name(sub)}" if family == NI1_DIR else f"{sanitize_name(family)}.{sanitize_name(sub)}"
+
+
+def subtask_source(family: str, sub: str) -> str:
+    if family == NI1_DIR:
+        match = re.match(r"subtask\d+_([a-z]+)", sub)
+        return NI1_FAMILY_ALIASES.get(match.group(1), match.group(1)) if match else sanitize_name(sub)
+    return source_family(f"bigbench.{family}")
+
+
+def iter_bigbench_dir(
+    task_dir: Path,
+    *,
+    order: list[str] | None = None,
+    want: Callable[[str, str], bool] | None = None,
+) -> Iterator[TaskData | LoadProblem]:
+    """Lazily load a BIG-bench task directory: its own ``task.json``, then ``<subtask>/task.json`` files.
+
+    ``order`` gives the subtask directory names to visit (default: all, sorted); ``want(name, source)`` is asked
+    before a subtask file is read, so callers can skip loading tasks they would not keep.
+    """
     family = task_dir.name
     main = task_dir / "task.json"
     parent: dict[str, Any] | None = None
     try:
-        parent = _read_json(main)
-        if family != NI1_DIR and _examples(parent):
-            result.tasks.append(parse_bigbench(parent, name=sanitize_name(family),
-                                               source=source_family(f"bigbench.{family}")))
+        obj = _read_json(main)
+        parent = obj if isinstance(obj, dict) else None
+        if family != NI1_DIR and _examples(obj) and (want is None or want(sanitize_name(family), subtask_source(family, ""))):
+            yield parse_bigbench(obj, name=sanitize_name(family), source=source_family(f"bigbench.{family}"))
     except _Skip as e:
-        if not (str(e) == "task has no usable instances" and _has_subtasks(task_dir)):
-            result.problems.append(LoadProblem(main, e.line, str(e)))
-    for sub in _subdirs(task_dir, result):
-        path = sub / "task.json"
-        if not path.is_file():
+        if not (str(e) == "task has no usable instances" and list_subtasks(task_dir)):
+            yield LoadProblem(main, e.line, str(e))
+    for sub in order if order is not None else list_subtasks(task_dir):
+        name, source = subtask_name(family, sub), subtask_source(family, sub)
+        if want is not None and not want(name, source):
             continue
+        path = task_dir / sub / "task.json"
         try:
             obj = _read_json(path)
             if family == NI1_DIR:
-                name = f"ni.{sanitize_name(sub.name)}"
-                result.tasks.append(parse_ni1(obj, name=name, subtask=sub.name))
+                yield parse_ni1(obj, name=name, subtask=sub)
             else:
-                name = f"{sanitize_name(family)}.{sanitize_name(sub.name)}"
-                result.tasks.append(parse_bigbench(obj, name=name, source=source_family(f"bigbench.{family}"),
-                                                   parent=parent if isinstance(parent, dict) else None))
+                yield parse_bigbench(obj, name=name, source=source, parent=parent)
         except _Skip as e:
-            result.problems.append(LoadProblem(path, e.line, str(e)))
-    return result
+            yield LoadProblem(path, e.line, str(e))
 
 
-def _has_subtasks(task_dir: Path) -> bool:
+def list_subtasks(task_dir: Path) -> list[str]:
+    """Names of the sub-directories that hold a ``task.json``."""
     try:
-        return any((p / "task.json").is_file() for p in task_dir.iterdir() if p.is_dir())
+        return sorted(p.name for p in task_dir.iterdir() if p.is_dir() and (p / "task.json").is_file())
     except OSError:
-        return False
-
-
-def _subdirs(directory: Path, result: LoadResult) -> list[Path]:
-    try:
-        return sorted(p for p in directory.iterdir() if p.is_dir())
-    except OSError as e:
-        result.problems.append(LoadProblem(directory, None, f"cannot read directory: {e.strerror or e}"))
         return []
+
+
+def load_bigbench_dir(task_dir: Path) -> LoadResult:
+    """A BIG-bench task directory with its subtasks, all loaded."""
+    result = LoadResult()
+    try:
+        list(Path(task_dir).iterdir())
+    except OSError as e:
+        result.problems.append(LoadProblem(task_dir, None, f"cannot read directory: {e.strerror or e}"))
+        return result
+    for item in iter_bigbench_dir(task_dir):
+        (result.problems if isinstance(item, LoadProblem) else result.tasks).append(item)
+    return result
 
 
 # ----------------------------------------------------------------------------------------------------- SNI v2

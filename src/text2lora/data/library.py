@@ -1,0 +1,156 @@
+"""The task library on disk, and :class:`TaskLibrary` to read it.
+
+Layout of a library directory (default ``$TEXT2LORA_HOME/library``)::
+
+    index.json                 {"format": 1, "meta": {...}, "tasks": [Task JSON ...], "dropped": [{"name", "reason"}]}
+    tasks/<name>.jsonl         one Instance JSON per line, plus "split": "train" | "validation" | "test"
+    descriptions/<name>.json   written by `text2lora data describe` (its cache; merged into index.json)
+
+``meta`` records how the library was built: sources (with sha256), tokenizer, budget, seed, split settings.
+Every file is written atomically; ``index.json`` is written last, so a library with an index is complete.
+
+``TaskLibrary.load(dir)`` then ``.tasks``, ``.task(name)``, ``.instances(name, split=None)``, ``.seen()``,
+``.unseen()``, ``.meta``, ``.dropped``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from text2lora.data.task import SPLITS, Instance, Task, check_task_name
+from text2lora.errors import Text2LoraError
+from text2lora.paths import atomic_write_text, home, read_json, write_json
+
+INDEX = "index.json"
+FORMAT_VERSION = 1
+
+
+def default_library_dir() -> Path:
+    return home() / "library"
+
+
+def task_file(root: Path, name: str) -> Path:
+    return Path(root) / "tasks" / f"{check_task_name(name)}.jsonl"
+
+
+def descriptions_file(root: Path, name: str) -> Path:
+    return Path(root) / "descriptions" / f"{check_task_name(name)}.json"
+
+
+def write_task_instances(root: Path, name: str, instances: list[Instance], splits: list[str]) -> None:
+    """Write one task's instances (with their split labels) as JSONL, atomically."""
+    lines = []
+    for inst, split in zip(instances, splits, strict=True):
+        obj = inst.to_json()
+        obj["split"] = split
+        lines.append(json.dumps(obj, ensure_ascii=False, sort_keys=True))
+    path = task_file(root, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def apply_descriptions(root: Path, task: Task) -> Task:
+    """Fill a task's descriptions from its describe cache, if there is one (own description kept first)."""
+    path = descriptions_file(root, task.name)
+    if not path.is_file():
+        return task
+    cache = read_json(path, "description cache")
+    own = task.descriptions[0] if task.descriptions else task.definition
+    train = [d for d in cache.get("descriptions", []) if d != own]
+    task.descriptions = [own, *train]
+    task.eval_descriptions = list(cache.get("eval_descriptions", []))
+    return task
+
+
+def write_index(root: Path, tasks: list[Task], *, meta: dict[str, Any], dropped: list[dict[str, str]]) -> None:
+    index = {
+        "format": FORMAT_VERSION,
+        "meta": meta,
+        "tasks": [t.to_json() for t in sorted(tasks, key=lambda t: t.name)],
+        "dropped": sorted(dropped, key=lambda d: d["name"]),
+    }
+    write_json(Path(root) / INDEX, index)
+
+
+class TaskLibrary:
+    """Read access to a prepared task library."""
+
+    def __init__(self, root: Path, index: dict[str, Any]):
+        self.root = Path(root)
+        self.meta: dict[str, Any] = index.get("meta", {})
+        self.dropped: list[dict[str, str]] = index.get("dropped", [])
+        self.tasks: list[Task] = [Task.from_json(t) for t in index.get("tasks", [])]
+        self._by_name = {t.name: t for t in self.tasks}
+        self._cache: dict[str, list[tuple[str, Instance]]] = {}
+
+    @classmethod
+    def load(cls, root: str | os.PathLike | None = None) -> TaskLibrary:
+        root = Path(root) if root is not None else default_library_dir()
+        path = root / INDEX
+        if not path.is_file():
+            raise Text2LoraError(f"no task library at {root}: run `text2lora data prepare` first")
+        index = read_json(path, "task library index")
+        if not isinstance(index, dict) or index.get("format") != FORMAT_VERSION:
+            raise Text2LoraError(f"{path} is not a format-{FORMAT_VERSION} task library index")
+        return cls(root, index)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def task(self, name: str) -> Task:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, self._by_name, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise Text2LoraError(f"no task {name!r} in {self.root}{hint}") from None
+
+    def seen(self) -> list[Task]:
+        return [t for t in self.tasks if t.split == "seen"]
+
+    def unseen(self) -> list[Task]:
+        return [t for t in self.tasks if t.split == "unseen"]
+
+    def instances(self, name: str, split: str | None = None) -> list[Instance]:
+        """A task's instances, all of them or one split's (``train`` / ``validation`` / ``test``)."""
+        if split is not None and split not in SPLITS:
+            raise Text2LoraError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        rows = self._rows(self.task(name).name)
+        return [inst for s, inst in rows if split is None or s == split]
+
+    def _rows(self, name: str) -> list[tuple[str, Instance]]:
+        if name not in self._cache:
+            path = task_file(self.root, name)
+            rows = []
+            try:
+                with open(path, encoding="utf-8") as f:
+                    for lineno, line in enumerate(f, 1):
+                        if not line.strip():
+                            continue
+                        try:
+                            obj = json.loads(line)
+                            rows.append((obj.get("split", "train"), Instance.from_json(obj)))
+                        except (json.JSONDecodeError, KeyError, ValueError, TypeError) as e:
+                            raise Text2LoraError(f"{path}:{lineno}: bad instance ({e})") from None
+            except OSError as e:
+                raise Text2LoraError(f"cannot read {path}: {e.strerror or e}") from None
+            self._cache[name] = rows
+        return self._cache[name]
+
+
+def refresh_descriptions(root: str | os.PathLike) -> int:
+    """Merge every cached description file into ``index.json``; return how many tasks have generated ones."""
+    root = Path(root)
+    path = root / INDEX
+    index = read_json(path, "task library index")
+    tasks = [apply_descriptions(root, Task.from_json(t)) for t in index.get("tasks", [])]
+    index["tasks"] = [t.to_json() for t in tasks]
+    write_json(path, index)
+    return sum(1 for t in tasks if len(t.descriptions) > 1 or t.eval_descriptions)

@@ -1,0 +1,194 @@
+"""Build the task library: fetch -> extract -> load -> fit to budget -> split -> write.
+
+``prepare_library(PrepareConfig(...)) -> PrepareReport`` is what ``text2lora data prepare`` runs.
+
+* Idempotent: the same sources, tokenizer and settings give byte-identical files.
+* Resumable: the download and the extraction (the slow steps) are cached under ``home()`` and checked
+  (sha256, a completion marker); a rerun redoes only the normalising pass, and keeps the descriptions that
+  ``data describe`` cached in ``<library>/descriptions``.
+* Per-source cap: BIG-bench subtasks are visited in a seeded order and a family stops being loaded once
+  ``budget.max_tasks_per_source`` of its tasks are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from text2lora.data import bigbench
+from text2lora.data.fit import Budget, fit_task, rng_for
+from text2lora.data.library import (
+    apply_descriptions,
+    default_library_dir,
+    write_index,
+    write_task_instances,
+)
+from text2lora.data.loaders import (
+    FORMATS,
+    NI1_DIR,
+    LoadProblem,
+    iter_bigbench_dir,
+    list_subtasks,
+    load_path,
+)
+from text2lora.data.splits import check_disjoint_sources, split_instances, split_tasks
+from text2lora.data.task import Task, TaskData
+from text2lora.errors import Text2LoraError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrepareConfig:
+    """Settings of one library build (saved in the index's ``meta``)."""
+
+    out: Path | None = None
+    """Library directory (default ``$TEXT2LORA_HOME/library``)."""
+    bigbench: bool = True
+    """Include Natural Instructions v1 and BIG-bench from the pinned sdist."""
+    extra: list[Path] = field(default_factory=list)
+    """More task files or directories (SNI v2 task files, BIG-bench JSON, user JSONL)."""
+    format: str = "auto"
+    """Format of the ``extra`` paths (``auto`` detects it per file)."""
+    description: str | None = None
+    """Description for user JSONL files without a header line."""
+    tokenizer: str = "bundled:smollm2-135m-instruct"
+    """Tokenizer that token budgets are measured in (the base model's)."""
+    budget: Budget = field(default_factory=Budget)
+    seed: int = 0
+    unseen_fraction: float = 0.2
+    unseen_sources: list[str] | None = None
+    """Explicit unseen source families (overrides ``unseen_fraction``)."""
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise Text2LoraError(f"unknown format {self.format!r}; use one of {', '.join(FORMATS)}")
+        if not self.bigbench and not self.extra:
+            raise Text2LoraError("nothing to prepare: no BIG-bench (--no-bigbench) and no --extra path")
+
+
+@dataclass
+class PrepareReport:
+    root: Path
+    tasks: list[Task]
+    dropped: list[dict[str, str]]
+    problems: list[str]
+
+    def counts(self, key: str) -> Counter:
+        return Counter(getattr(t, key) for t in self.tasks)
+
+
+class _Builder:
+    """Collects fitted tasks and drop reasons while sources are loaded."""
+
+    def __init__(self, config: PrepareConfig, tokenizer):
+        self.config, self.tokenizer = config, tokenizer
+        self.kept: dict[str, TaskData] = {}
+        self.per_source: Counter = Counter()
+        self.capped: Counter = Counter()
+        self.dropped: list[dict[str, str]] = []
+        self.problems: list[str] = []
+
+    def want(self, name: str, source: str) -> bool:
+        if self.per_source[source] >= self.config.budget.max_tasks_per_source:
+            self.capped[source] += 1
+            self.dropped.append({"name": name, "reason": f"over the cap of {self.config.budget.max_tasks_per_source} "
+                                                          f"tasks for source {source}"})
+            return False
+        return True
+
+    def add(self, item: TaskData | LoadProblem) -> None:
+        if isinstance(item, LoadProblem):
+            self.problems.append(str(item))
+            return
+        name = item.task.name
+        if name in self.kept:
+            self.dropped.append({"name": name, "reason": "duplicate task name (an earlier source has it)"})
+            return
+        if not self.want(name, item.task.source):
+            return
+        result = fit_task(item, self.tokenizer, self.config.budget, seed=self.config.seed)
+        if result.data is None:
+            self.dropped.append({"name": name, "reason": result.reason or "no usable instances"})
+            return
+        self.kept[name] = result.data
+        self.per_source[item.task.source] += 1
+
+
+def _bigbench_sources(builder: _Builder, progress: bool) -> dict[str, str]:
+    from tqdm import tqdm
+
+    sdist = bigbench.fetch_sdist()
+    root = bigbench.extract_tasks(sdist, progress=progress)
+    dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    # Natural Instructions first: its tasks have the richest definitions.
+    dirs.sort(key=lambda p: p.name != NI1_DIR)
+    for task_dir in tqdm(dirs, desc="loading tasks", unit="dir", disable=not progress):
+        order = list_subtasks(task_dir)
+        rng_for(builder.config.seed, "subtask-order", task_dir.name).shuffle(order)
+        for item in iter_bigbench_dir(task_dir, order=order, want=builder.want):
+            builder.add(item)
+    return {"bigbench": f"{bigbench.BIGBENCH_REQUIREMENT} sha256:{bigbench.BIGBENCH_SHA256}"}
+
+
+def prepare_library(config: PrepareConfig, *, progress: bool = True,
+                    load_tokenizer: Callable | None = None) -> PrepareReport:
+    """Build (or rebuild) the task library described by ``config``."""
+    if load_tokenizer is None:
+        from text2lora.models.base import load_tokenizer
+    tokenizer = load_tokenizer(config.tokenizer)
+    root = Path(config.out) if config.out is not None else default_library_dir()
+    builder = _Builder(config, tokenizer)
+    sources: dict[str, str] = {}
+    if config.bigbench:
+        sources.update(_bigbench_sources(builder, progress))
+    for path in config.extra:
+        result = load_path(path, format=config.format, description=config.description)
+        for item in [*result.problems, *result.tasks]:
+            builder.add(item)
+        sources[str(path)] = config.format
+    if not builder.kept:
+        detail = "; ".join(builder.problems[:3]) or "every task was dropped"
+        raise Text2LoraError(f"no usable task found ({detail})")
+
+    tasks = [d.task for d in builder.kept.values()]
+    sides = split_tasks(tasks, unseen_fraction=config.unseen_fraction, seed=config.seed,
+                        unseen_sources=config.unseen_sources)
+    for data in builder.kept.values():
+        task = data.task
+        task.split = sides[task.name]
+        labels = split_instances(len(data.instances), task_split=task.split, seed=config.seed, name=task.name)
+        write_task_instances(root, task.name, data.instances, labels)
+        task.counts = {s: labels.count(s) for s in ("train", "validation", "test")} | {"total": len(labels)}
+        apply_descriptions(root, task)
+    check_disjoint_sources(tasks)
+    _remove_stale(root, {t.name for t in tasks})
+    meta = {
+        "sources": sources,
+        "tokenizer": config.tokenizer,
+        "budget": asdict(config.budget),
+        "seed": config.seed,
+        "unseen_fraction": config.unseen_fraction,
+        "unseen_sources": sorted(config.unseen_sources) if config.unseen_sources else None,
+        "problems": builder.problems,
+    }
+    write_index(root, tasks, meta=meta, dropped=builder.dropped)
+    return PrepareReport(root=root, tasks=sorted(tasks, key=lambda t: t.name), dropped=builder.dropped,
+                         problems=builder.problems)
+
+
+def _remove_stale(root: Path, names: set[str]) -> None:
+    folder = root / "tasks"
+    for path in folder.glob("*.jsonl"):
+        if path.stem not in names:
+            path.unlink()
+    for tmp in folder.glob(".tmp-*"):
+        if tmp.is_file():
+            tmp.unlink()
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+

@@ -1,0 +1,116 @@
+"""Adapter creation for the server: descriptions that arrive together go through the hypernetwork together.
+
+A worker thread takes every pending description (deduplicated by id), runs one ``T2L.generate`` over all of them,
+splits the result into one-adapter :class:`Adapter` objects and puts them in the cache. Callers get a
+``concurrent.futures.Future`` (await it with ``asyncio.wrap_future``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+
+from text2lora.api import T2L
+from text2lora.errors import Text2LoraError
+from text2lora.serve.cache import Adapter, AdapterCache, adapter_id, module_fingerprint, normalise_description
+
+log = logging.getLogger(__name__)
+
+
+class AdapterFactory:
+    """Get-or-create adapters by description, batching concurrent creations into one forward pass."""
+
+    def __init__(self, t2l: T2L, cache: AdapterCache, max_batch: int = 64) -> None:
+        self.t2l, self.cache, self.max_batch = t2l, cache, max_batch
+        self.fingerprint = module_fingerprint(t2l.hypernet, extra=repr(t2l.meta.to_dict()))
+        self._pending: dict[str, tuple[str, list[Future]]] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def id_for(self, description: str) -> str:
+        return adapter_id(self.fingerprint, description)
+
+    def get_or_create(self, description: str) -> Future:
+        """A future of the :class:`Adapter` for ``description`` (already done when it is cached)."""
+        description = normalise_description(description)
+        if not description:
+            raise Text2LoraError("the task description is empty")
+        aid = self.id_for(description)
+        future: Future = Future()
+        cached = self.cache.get(aid)
+        if cached is not None:
+            future.set_result(cached)
+            return future
+        with self._cond:
+            if self._closed:
+                raise Text2LoraError("the server is shutting down")
+            self._pending.setdefault(aid, (description, []))[1].append(future)
+            self._start_locked()
+            self._cond.notify()
+        return future
+
+    def by_id(self, aid: str) -> Future | None:
+        """The adapter for an id: cached, or regenerated from a remembered description; None if unknown."""
+        cached = self.cache.get(aid)
+        if cached is not None:
+            future: Future = Future()
+            future.set_result(cached)
+            return future
+        description = self.cache.description(aid)
+        return None if description is None else self.get_or_create(description)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _start_locked(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="t2l-adapters", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if self._closed and not self._pending:
+                    return
+                batch = dict(list(self._pending.items())[: self.max_batch])
+                for aid in batch:
+                    del self._pending[aid]
+            self._generate(batch)
+
+    def _generate(self, batch: dict[str, tuple[str, list[Future]]]) -> None:
+        ids = list(batch)
+        try:
+            start = time.perf_counter()
+            weights = self.t2l.generate([batch[i][0] for i in ids])
+            ms = (time.perf_counter() - start) * 1e3
+        except Exception as e:  # noqa: BLE001 - handed to every waiting request
+            if not isinstance(e, Text2LoraError):
+                log.exception("adapter generation failed")
+            for aid in ids:
+                for f in batch[aid][1]:
+                    f.set_exception(e)
+            return
+        for k, aid in enumerate(ids):
+            item = Adapter(aid, batch[aid][0], _own(weights.select(k)), ms)
+            try:
+                self.cache.put(item)
+            except (OSError, Text2LoraError):
+                log.exception("could not store adapter %s on disk; it is kept in memory only", aid)
+            for f in batch[aid][1]:
+                f.set_result(item)
+
+
+def _own(weights):
+    """A copy whose tensors do not keep the whole batch's storage alive (so the cache's byte count is true)."""
+    from dataclasses import replace
+
+    return replace(weights, factors={k: (a.clone(), b.clone()) for k, (a, b) in weights.factors.items()})

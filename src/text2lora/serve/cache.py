@@ -1,0 +1,164 @@
+"""Adapters by content hash: an in-memory LRU bounded by count and bytes, with an optional disk store.
+
+An adapter's id is the sha256 of (checkpoint fingerprint, normalised description), so the same description on the
+same hypernetwork always gets the same id, and a different checkpoint never serves a stale adapter. Adapters are
+used from memory; the disk store only lets them survive eviction and restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from text2lora.lora import LoraWeights
+from text2lora.models.targets import TargetLayout
+
+ID_CHARS = 32  #: hex characters of the sha256 kept in an id (128 bits)
+
+
+def normalise_description(text: str) -> str:
+    return " ".join(text.split())
+
+
+def adapter_id(checkpoint_fingerprint: str, description: str) -> str:
+    digest = hashlib.sha256(f"{checkpoint_fingerprint}\n{normalise_description(description)}".encode())
+    return digest.hexdigest()[:ID_CHARS]
+
+
+def is_adapter_id(text: str) -> bool:
+    return len(text) == ID_CHARS and all(c in "0123456789abcdef" for c in text)
+
+
+def module_fingerprint(module: torch.nn.Module, extra: str = "") -> str:
+    """A sha256 over a module's parameters and buffers (names, shapes, bytes) and ``extra``."""
+    h = hashlib.sha256(extra.encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@dataclass
+class Adapter:
+    """One generated adapter (``weights.n == 1``) and what the API reports about it."""
+
+    id: str
+    description: str
+    weights: LoraWeights
+    generation_ms: float
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.numel() * a.element_size() + b.numel() * b.element_size() for a, b in self.weights.factors.values())
+
+    @property
+    def targets(self) -> list[str]:
+        return sorted(self.weights.factors)
+
+
+class AdapterCache:
+    """Thread-safe LRU of :class:`Adapter` by id; also remembers recent descriptions by id so an evicted
+    adapter named as ``t2l:<id>`` can be regenerated."""
+
+    def __init__(self, max_adapters: int, max_bytes: int, store: AdapterStore | None = None) -> None:
+        self.max_adapters, self.max_bytes, self.store = max_adapters, max_bytes, store
+        self._items: OrderedDict[str, Adapter] = OrderedDict()
+        self._descriptions: OrderedDict[str, str] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(reversed(self._items))
+
+    def get(self, adapter_id: str) -> Adapter | None:
+        with self._lock:
+            item = self._items.get(adapter_id)
+            if item is not None:
+                self._items.move_to_end(adapter_id)
+                return item
+        if self.store is not None:
+            item = self.store.load(adapter_id)
+            if item is not None:
+                self._insert(item)
+        return item
+
+    def description(self, adapter_id: str) -> str | None:
+        with self._lock:
+            return self._descriptions.get(adapter_id)
+
+    def put(self, item: Adapter) -> None:
+        self._insert(item)
+        if self.store is not None:
+            self.store.save(item)
+
+    def _insert(self, item: Adapter) -> None:
+        with self._lock:
+            old = self._items.pop(item.id, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._items[item.id] = item
+            self._bytes += item.nbytes
+            self._descriptions[item.id] = item.description
+            self._descriptions.move_to_end(item.id)
+            while len(self._descriptions) > 8 * self.max_adapters:
+                self._descriptions.popitem(last=False)
+            while len(self._items) > 1 and (len(self._items) > self.max_adapters or self._bytes > self.max_bytes):
+                _, evicted = self._items.popitem(last=False)
+                self._bytes -= evicted.nbytes
+
+
+class AdapterStore:
+    """A directory of adapters, one ``<id>/`` each (safetensors factors + JSON), written atomically."""
+
+    def __init__(self, root: str | Path, layout: TargetLayout) -> None:
+        self.root, self.layout = Path(root), layout
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def save(self, item: Adapter) -> None:
+        from safetensors.torch import save_file
+
+        from text2lora.paths import atomic_dir, write_json
+
+        target = self.root / item.id
+        if (target / "adapter.json").is_file():
+            return
+        tensors = {}
+        for name, (a, b) in item.weights.factors.items():
+            tensors[f"{name}.A"], tensors[f"{name}.B"] = a[0].contiguous(), b[0].contiguous()
+        w = item.weights
+        meta = {"id": item.id, "description": item.description, "rank": w.rank, "alpha": w.alpha,
+                "use_rslora": w.use_rslora, "generation_ms": item.generation_ms, "created": item.created}
+        with atomic_dir(target) as tmp:
+            save_file(tensors, str(tmp / "factors.safetensors"))
+            write_json(tmp / "adapter.json", meta)
+
+    def load(self, adapter_id: str) -> Adapter | None:
+        from safetensors.torch import load_file
+
+        from text2lora.paths import read_json
+
+        if not is_adapter_id(adapter_id) or not (self.root / adapter_id / "adapter.json").is_file():
+            return None
+        meta = read_json(self.root / adapter_id / "adapter.json", "adapter metadata")
+        tensors = load_file(str(self.root / adapter_id / "factors.safetensors"))
+        names = [t.name for t in self.layout.targets if f"{t.name}.A" in tensors]
+        factors = {n: (tensors[f"{n}.A"][None], tensors[f"{n}.B"][None]) for n in names}
+        weights = LoraWeights(factors, self.layout, rank=int(meta["rank"]), alpha=float(meta["alpha"]),
+                              use_rslora=bool(meta["use_rslora"]))
+        return Adapter(adapter_id, meta["description"], weights, float(meta["generation_ms"]), int(meta["created"]))

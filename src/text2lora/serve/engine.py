@@ -1,0 +1,358 @@
+"""The decode engine: continuous batching with one LoRA adapter per sequence, all in memory.
+
+A background thread owns the model. Between decode steps it admits waiting requests (up to ``max_batch`` sequences
+in flight): their prompts are prefilled together (left-padded, each with its own adapter), then their KV cache is
+left-padded to the running batch's length and concatenated along the batch. Every step feeds one token per sequence
+through the model under a single :func:`apply_lora` whose adapter i belongs to sequence i (base-model sequences get
+an all-zero adapter; a batch with no adapter at all runs without hooks). Finished sequences leave the batch at once
+and fully padded cache columns are trimmed, so a long request never holds short ones back.
+
+Requests stream :class:`Event` objects to a sink callable (called on the engine thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+
+from text2lora.errors import Text2LoraError
+from text2lora.lora import LoraWeights, apply_lora
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Text2LoraError):
+    """Too many requests are waiting for a slot in the decode batch."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 1.0  #: 0 means greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    ignore_eos: bool = False  #: keep going past end-of-sequence tokens (benchmarks)
+
+
+@dataclass
+class Event:
+    """``delta`` (new text), ``done`` (finish_reason and token counts) or ``error`` (message)."""
+
+    kind: str
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(eq=False)
+class GenRequest:
+    prompt_ids: list[int]
+    adapter: LoraWeights | None  #: one adapter (n == 1) or None for the base model
+    params: SamplingParams
+    sink: Callable[[Event], None]
+    cancelled: bool = False
+    arrived: float = field(default_factory=time.perf_counter)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@dataclass(eq=False)
+class _Row:
+    req: GenRequest
+    ids: list[int] = field(default_factory=list)
+    sent: int = 0  #: characters of decoded text already emitted
+    generator: torch.Generator | None = None
+
+
+class DecodeEngine:
+    """Continuous-batching decoder over a frozen causal LM; thread-safe ``submit``."""
+
+    def __init__(self, model, tokenizer, *, max_batch: int = 16, max_queue: int = 64, gather_ms: float = 5.0) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.max_batch, self.max_queue, self.gather_s = max_batch, max_queue, gather_ms / 1e3
+        eos = model.generation_config.eos_token_id if getattr(model, "generation_config", None) else None
+        eos = eos if eos is not None else tokenizer.eos_token_id
+        self.eos_ids = (set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}) - {None}
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.device = next(model.parameters()).device
+        self._queue: deque[GenRequest] = deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._zero: LoraWeights | None = None
+        self._reset()
+        self.steps = 0  #: decode steps run (for tests and stats)
+        self.max_rows_seen = 0
+
+    # ----------------------------------------------------------------- public
+    @property
+    def active(self) -> int:
+        return len(self._rows)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def submit(self, req: GenRequest) -> None:
+        with self._cond:
+            if self._closed:
+                raise Text2LoraError("the server is shutting down")
+            if not req.prompt_ids:
+                raise Text2LoraError("the prompt is empty")
+            if len(self._queue) >= self.max_queue:
+                raise QueueFull(f"{len(self._queue)} requests are already waiting; try again shortly")
+            self._queue.append(req)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="t2l-decode", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def generate(self, prompt_ids: list[int], adapter: LoraWeights | None, params: SamplingParams) -> tuple[str, Event]:
+        """Blocking convenience: the full text and the ``done`` event."""
+        import queue
+
+        events: queue.Queue[Event] = queue.Queue()
+        self.submit(GenRequest(prompt_ids, adapter, params, events.put))
+        parts = []
+        while True:
+            ev = events.get()
+            if ev.kind == "delta":
+                parts.append(ev.text)
+            elif ev.kind == "error":
+                raise RuntimeError(ev.text)
+            else:
+                return "".join(parts), ev
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    # ------------------------------------------------------------ the loop
+    def _reset(self) -> None:
+        self._rows: list[_Row] = []
+        self._kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer (B, H, T, D)
+        self._mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)  # (B, T)
+        self._next = torch.zeros(0, dtype=torch.long, device=self.device)  # (B,) tokens to feed next
+        self._lora: LoraWeights | None = None
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while True:
+                new = self._take()
+                if new is None:
+                    self._fail(self._rows, "the server is shutting down")
+                    return
+                try:
+                    if new:
+                        self._admit(new)
+                    if self._rows:
+                        self._step()
+                except Exception as e:  # noqa: BLE001 - a bug: fail the batch, keep serving
+                    log.exception("decode step failed")
+                    self._fail(self._rows + [_Row(r) for r in new if r not in {row.req for row in self._rows}],
+                               f"internal error: {type(e).__name__}")
+                    self._reset()
+
+    def _take(self) -> list[GenRequest] | None:
+        with self._cond:
+            if not self._rows:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return None
+                deadline = time.perf_counter() + self.gather_s
+                while len(self._queue) < self.max_batch and not self._closed:
+                    left = deadline - time.perf_counter()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            if self._closed:
+                return None
+            taken = []
+            while self._queue and len(self._rows) + len(taken) < self.max_batch:
+                req = self._queue.popleft()
+                if not req.cancelled:
+                    taken.append(req)
+            return taken
+
+    def _admit(self, reqs: list[GenRequest]) -> None:
+        rows = [_Row(r, generator=_generator(r.params)) for r in reqs]
+        width = max(len(r.prompt_ids) for r in reqs)
+        ids = torch.full((len(reqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(reqs), width, dtype=torch.long)
+        for i, r in enumerate(reqs):
+            ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids, dtype=torch.long)
+            mask[i, width - len(r.prompt_ids) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        lora = self._cat_adapters([r.adapter for r in reqs])
+        logits, kv = self._forward(ids, mask, positions, [], lora)
+        self._merge(rows, kv, mask)
+        first = self._sample(logits, rows)
+        self._next = torch.cat([self._next, first])
+        self._lora = self._cat_adapters([row.req.adapter for row in self._rows])
+        self._emit(len(self._rows) - len(rows), first.tolist())
+
+    def _step(self) -> None:
+        batch = len(self._rows)
+        self._mask = torch.cat([self._mask, torch.ones(batch, 1, dtype=torch.long, device=self.device)], dim=1)
+        positions = self._mask.sum(-1, keepdim=True) - 1  # (B, 1)
+        logits, self._kv = self._forward(self._next[:, None], self._mask, positions, self._kv, self._lora)
+        self._next = self._sample(logits, self._rows)
+        self.steps += 1
+        self._emit(0, self._next.tolist())
+
+    def _forward(self, ids, mask, positions, kv, lora):
+        """One model call; returns last-position logits (B, V) and the per-layer KV tensors."""
+        cache = _cache_from(kv)
+        ctx = apply_lora(self.model, lora) if lora is not None else contextlib.nullcontext()
+        with ctx:
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                             use_cache=True, logits_to_keep=1)
+        layers = out.past_key_values.layers
+        return out.logits[:, -1, :].float(), [(layer.keys, layer.values) for layer in layers]
+
+    def _merge(self, rows: list[_Row], kv: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor) -> None:
+        """Left-pad the running batch and the new rows to one length and stack them."""
+        if not self._rows:
+            self._rows, self._kv, self._mask = rows, kv, mask
+            self.max_rows_seen = max(self.max_rows_seen, len(rows))
+            return
+        width = max(self._mask.shape[1], mask.shape[1])
+        old_pad, new_pad = width - self._mask.shape[1], width - mask.shape[1]
+        self._kv = [
+            (torch.cat([F.pad(k0, (0, 0, old_pad, 0)), F.pad(k1, (0, 0, new_pad, 0))]),
+             torch.cat([F.pad(v0, (0, 0, old_pad, 0)), F.pad(v1, (0, 0, new_pad, 0))]))
+            for (k0, v0), (k1, v1) in zip(self._kv, kv)
+        ]
+        self._mask = torch.cat([F.pad(self._mask, (old_pad, 0)), F.pad(mask, (new_pad, 0))])
+        self._rows = self._rows + rows
+        self.max_rows_seen = max(self.max_rows_seen, len(self._rows))
+
+    def _cat_adapters(self, adapters: list[LoraWeights | None]) -> LoraWeights | None:
+        real = [a for a in adapters if a is not None]
+        if not real:
+            return None
+        if self._zero is None or not self._zero.layout.compatible_with(real[0].layout):
+            self._zero = replace(real[0], factors={k: (torch.zeros_like(a), torch.zeros_like(b))
+                                                   for k, (a, b) in real[0].factors.items()})
+        return LoraWeights.cat([a if a is not None else self._zero for a in adapters]).to(self.device)
+
+    def _sample(self, logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
+        """Next token per row: greedy where temperature is 0, else temperature / top-p sampling. logits (B, V)."""
+        tokens = logits.argmax(-1)  # (B,)
+        for i, row in enumerate(rows):
+            p = row.req.params
+            if p.temperature <= 0:
+                continue
+            probs = torch.softmax(logits[i] / p.temperature, dim=-1)  # (V,)
+            if p.top_p < 1.0:
+                sorted_p, order = probs.sort(descending=True)
+                drop = sorted_p.cumsum(-1) - sorted_p > p.top_p  # keep the smallest prefix reaching top_p
+                probs = torch.zeros_like(probs).scatter_(0, order, sorted_p.masked_fill(drop, 0.0))
+            tokens[i] = torch.multinomial(probs, 1, generator=row.generator)[0]
+        return tokens
+
+    def _emit(self, offset: int, tokens: list[int]) -> None:
+        """Append each row's new token, send text deltas, retire finished and cancelled rows."""
+        keep = []
+        for i, row in enumerate(self._rows):
+            if i < offset:
+                keep.append(i)
+                continue
+            done = row.req.cancelled or self._advance(row, tokens[i - offset])
+            if not done:
+                keep.append(i)
+        if len(keep) < len(self._rows):
+            self._select(keep)
+
+    def _advance(self, row: _Row, token: int) -> bool:
+        p = row.req.params
+        finish = None
+        if token in self.eos_ids and not p.ignore_eos:
+            finish = "stop"
+        else:
+            row.ids.append(token)
+        text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+        if p.stop:
+            hits = [i for i in (text.find(s, max(0, row.sent - len(s))) for s in p.stop) if i >= 0]
+            if hits:
+                text, finish = text[: min(hits)], "stop"
+        if finish is None and len(row.ids) >= p.max_tokens:
+            finish = "length"
+        if finish is None:
+            safe = len(text) - (max(map(len, p.stop)) - 1 if p.stop else 0)
+            while safe > row.sent and text[safe - 1] == "\ufffd":  # an incomplete multi-byte character
+                safe -= 1
+            if safe > row.sent:
+                self._send(row, Event("delta", text[row.sent : safe]))
+                row.sent = safe
+            return False
+        if len(text) > row.sent:
+            self._send(row, Event("delta", text[row.sent :]))
+        self._send(row, Event("done", finish_reason=finish, prompt_tokens=len(row.req.prompt_ids),
+                              completion_tokens=len(row.ids)))
+        return True
+
+    def _send(self, row: _Row, event: Event) -> None:
+        try:
+            row.req.sink(event)
+        except Exception:  # noqa: BLE001 - the consumer is gone (client disconnected)
+            row.req.cancel()
+
+    def _select(self, keep: list[int]) -> None:
+        """Keep only rows ``keep``; drop cache columns that are padding for every remaining row."""
+        if not keep:
+            self._reset()
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self._rows = [self._rows[i] for i in keep]
+        mask = self._mask[index]
+        start = int(mask.any(0).long().argmax())  # first column some row still uses
+        self._mask = mask[:, start:]
+        self._kv = [(k[index, :, start:], v[index, :, start:]) for k, v in self._kv]
+        self._next = self._next[index]
+        self._lora = self._lora.select(index) if self._lora is not None else None
+        if self._lora is not None and all(r.req.adapter is None for r in self._rows):
+            self._lora = None
+
+    def _fail(self, rows: list[_Row], message: str) -> None:
+        for row in rows:
+            self._send(row, Event("error", message))
+
+
+def _generator(params: SamplingParams) -> torch.Generator | None:
+    if params.temperature <= 0:
+        return None
+    g = torch.Generator()
+    g.manual_seed(params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+    return g
+
+
+def _cache_from(kv: list[tuple[torch.Tensor, torch.Tensor]]):
+    """A ``DynamicCache`` holding ``kv`` without copying it (the constructor's ``ddp_cache_data`` copies)."""
+    from transformers import DynamicCache
+
+    if not kv:
+        return DynamicCache()
+    cache = DynamicCache(ddp_cache_data=[(None, None)] * len(kv))
+    for layer, (k, v) in zip(cache.layers, kv):
+        layer.dtype, layer.device = k.dtype, k.device
+        layer.keys, layer.values = k, v
+        layer.is_initialized = True
+    return cache

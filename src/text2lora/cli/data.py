@@ -1,7 +1,159 @@
-"""`text2lora data ...`: build and inspect the task library (being written; see issue 3)."""
+"""`text2lora data ...`: build and inspect the task library (see :mod:`text2lora.data`)."""
 
 from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 app = typer.Typer(help="Build and inspect the task library.", no_args_is_help=True)
+
+LibraryOpt = typer.Option(None, "--library", "-l", help="Library directory (default $TEXT2LORA_HOME/library).")
+
+
+@app.command()
+def prepare(
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Library directory (default $TEXT2LORA_HOME/library)."),
+    bigbench: bool = typer.Option(True, "--bigbench/--no-bigbench",
+                                  help="Include Natural Instructions v1 + BIG-bench from the pinned bigbench sdist."),
+    extra: list[Path] = typer.Option([], "--extra", "-e", help="More task files/directories (SNI v2, BIG-bench JSON, "
+                                                                "user JSONL); repeatable."),
+    format: str = typer.Option("auto", "--format", help="Format of --extra paths: auto, bigbench, ni1, sni, jsonl."),
+    description: Optional[str] = typer.Option(None, "--description", help="Description for JSONL files without a header."),
+    tokenizer: str = typer.Option("bundled:smollm2-135m-instruct", help="Tokenizer the budget is counted in."),
+    seed: int = typer.Option(0, help="Seed of every sample and split."),
+    unseen_fraction: float = typer.Option(0.2, help="Share of tasks held out as unseen (whole source families)."),
+    max_prompt_tokens: int = typer.Option(256, help="Max user-turn tokens; longer inputs are cut or dropped."),
+    max_output_tokens: int = typer.Option(48, help="Max generation target tokens; longer instances are dropped."),
+    min_instances: int = typer.Option(30, help="Drop tasks with fewer usable instances."),
+    max_instances: int = typer.Option(400, help="Instances kept per task."),
+    max_tasks_per_source: int = typer.Option(12, help="Tasks kept per source family."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Fetch the pinned bigbench sdist, extract its task JSON files and build the task library."""
+    from text2lora.data.fit import Budget
+    from text2lora.data.prepare import PrepareConfig, prepare_library
+
+    budget = Budget(max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens,
+                    min_instances=min_instances, max_instances=max_instances,
+                    max_tasks_per_source=max_tasks_per_source)
+    config = PrepareConfig(out=out, bigbench=bigbench, extra=list(extra), format=format, description=description,
+                           tokenizer=tokenizer, budget=budget, seed=seed, unseen_fraction=unseen_fraction)
+    report = prepare_library(config, progress=not quiet)
+    for problem in report.problems:
+        typer.echo(f"warning: {problem}", err=True)
+    _print_dropped(report.dropped)
+    tasks = report.tasks
+    typer.echo(f"\n{len(tasks)} tasks in {report.root}")
+    typer.echo("by metric:  " + _fmt(Counter(t.metric for t in tasks)))
+    typer.echo("by dataset: " + _fmt(Counter(t.origin for t in tasks)))
+    typer.echo("by split:   " + _fmt(Counter(t.split for t in tasks)))
+    instances = Counter()
+    for t in tasks:
+        instances.update({k: v for k, v in t.counts.items() if k != "total"})
+    typer.echo("instances:  " + _fmt(instances))
+    sources = Counter(t.source for t in tasks)
+    typer.echo(f"by source ({len(sources)} families):")
+    for source, n in sorted(sources.items(), key=lambda kv: (-kv[1], kv[0])):
+        split = {t.split for t in tasks if t.source == source}.pop()
+        typer.echo(f"  {n:3d}  {source} ({split})")
+
+
+def _fmt(counter: Counter) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counter.items(), key=lambda kv: (-kv[1], str(kv[0]))))
+
+
+def _print_dropped(dropped: list[dict[str, str]]) -> None:
+    capped: dict[str, int] = defaultdict(int)
+    other = []
+    for d in dropped:
+        if d["reason"].startswith("over the cap"):
+            capped[d["reason"].rsplit(" ", 1)[-1]] += 1
+        else:
+            other.append(d)
+    if not dropped:
+        return
+    typer.echo(f"dropped {len(dropped)} tasks:")
+    for source, n in sorted(capped.items()):
+        typer.echo(f"  {n:3d} tasks of {source}: over the per-source cap")
+    for d in sorted(other, key=lambda d: d["name"]):
+        typer.echo(f"  {d['name']}: {d['reason']}")
+
+
+@app.command()
+def describe(
+    library: Optional[Path] = LibraryOpt,
+    model: str = typer.Option("bundled:smollm2-135m-instruct", help="Instruct model: bundled name, HF id or directory."),
+    k: int = typer.Option(16, help="Training descriptions per task (the task's own included)."),
+    k_eval: int = typer.Option(3, help="Held-out descriptions per task."),
+    task: list[str] = typer.Option([], "--task", "-t", help="Only these tasks (repeatable)."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N tasks."),
+    batch_size: int = typer.Option(12, help="Sequences per generation call."),
+    rounds: int = typer.Option(3, help="Generation calls per task at most."),
+    min_similarity: float = typer.Option(0.35, help="Reject descriptions less similar to the definition (MiniLM "
+                                                    "cosine); 0 disables the check."),
+    seed: int = typer.Option(0),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Write K descriptions per task with a local instruct model (cached per task; resumable)."""
+    from text2lora.data.describe import DescribeConfig, describe_library
+
+    config = DescribeConfig(model=model, k=k, k_eval=k_eval, batch_size=batch_size, rounds=rounds,
+                            min_similarity=min_similarity or None, seed=seed)
+    report = describe_library(library, config, names=task or None, limit=limit, progress=not quiet)
+    typer.echo(f"described {len(report.described)} tasks in {report.seconds:.0f} s "
+               f"({len(report.cached)} already cached)")
+    if report.rejected:
+        typer.echo("rejected: " + _fmt(report.rejected))
+    for name, n in sorted(report.short.items()):
+        typer.echo(f"  {name}: only {n} of {k - 1 + k_eval} descriptions accepted")
+
+
+@app.command("list")
+def list_tasks(
+    library: Optional[Path] = LibraryOpt,
+    split: Optional[str] = typer.Option(None, help="Only 'seen' or 'unseen' tasks."),
+    source: Optional[str] = typer.Option(None, help="Only this source family."),
+) -> None:
+    """List the library's tasks: name, split, metric, source, instances, descriptions."""
+    from text2lora.data.library import TaskLibrary
+
+    lib = TaskLibrary.load(library)
+    tasks = [t for t in lib.tasks if (split is None or t.split == split) and (source is None or t.source == source)]
+    width = max((len(t.name) for t in tasks), default=4)
+    typer.echo(f"{'task':{width}}  split   metric           n    desc  source")
+    for t in tasks:
+        typer.echo(f"{t.name:{width}}  {t.split or '-':6}  {t.metric:15}  {t.counts.get('total', 0):4d}  "
+                   f"{len(t.descriptions):2d}+{len(t.eval_descriptions)}  {t.source}")
+    typer.echo(f"{len(tasks)} tasks")
+
+
+@app.command()
+def show(
+    name: str = typer.Argument(..., help="Task name (see `text2lora data list`)."),
+    library: Optional[Path] = LibraryOpt,
+    n: int = typer.Option(3, help="Instances to show."),
+) -> None:
+    """Show a task: definition, descriptions and a few instances."""
+    from text2lora.data.library import TaskLibrary
+
+    lib = TaskLibrary.load(library)
+    t = lib.task(name)
+    typer.echo(f"{t.name}  [{t.metric}, {t.split}, source {t.source}, {t.origin}, license {t.license}]")
+    typer.echo("instances: " + ", ".join(f"{k} {v}" for k, v in t.counts.items()))
+    typer.echo(f"\ndefinition:\n  {t.definition}")
+    typer.echo("\ndescriptions (training; the first is the task's own):")
+    for d in t.descriptions:
+        typer.echo(f"  - {d}")
+    if t.eval_descriptions:
+        typer.echo("held-out descriptions:")
+        for d in t.eval_descriptions:
+            typer.echo(f"  - {d}")
+    insts = lib.instances(t.name, "train") or lib.instances(t.name)
+    for i, inst in enumerate(insts[:n], 1):
+        typer.echo(f"\ninstance {i}:\n  input: {inst.input}")
+        if inst.options:
+            typer.echo("  options: " + " | ".join(inst.options))
+        typer.echo(f"  output: {inst.output}")

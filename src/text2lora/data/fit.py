@@ -17,8 +17,11 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 
-from text2lora.data.prompts import truncate_middle, user_message
+from text2lora.data.prompts import fit_user_message, user_message
 from text2lora.data.task import Instance, TaskData
+
+
+MAX_CHARS_PER_TOKEN = 16
 
 
 @dataclass
@@ -73,11 +76,6 @@ def _lengths(tokenizer, texts: list[str]) -> list[int]:
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
-def _with_input(inst: Instance, text: str) -> Instance:
-    return Instance(input=text, output=inst.output, options=inst.options, answer=inst.answer,
-                    references=inst.references)
-
-
 def fit_task(data: TaskData, tokenizer, budget: Budget, *, seed: int = 0, chunk: int = 256) -> FitResult:
     """Cut, drop and cap one task's instances to the budget."""
     stats = dict.fromkeys(("kept", "truncated", "duplicate", "long_input", "long_output", "long_options"), 0)
@@ -85,6 +83,8 @@ def fit_task(data: TaskData, tokenizer, budget: Budget, *, seed: int = 0, chunk:
     rng_for(seed, "fit", data.task.name).shuffle(order)
     seen: set[tuple] = set()
     kept: list[Instance] = []
+    # No tokenizer puts more than this many characters in one token: a cheap first filter for huge inputs.
+    max_chars = int(budget.truncate_factor * budget.max_prompt_tokens * MAX_CHARS_PER_TOKEN)
     for start in range(0, len(order), chunk):
         batch = []
         for i in order[start:start + chunk]:
@@ -94,10 +94,16 @@ def fit_task(data: TaskData, tokenizer, budget: Budget, *, seed: int = 0, chunk:
                 stats["duplicate"] += 1
                 continue
             seen.add(key)
+            if len(inst.input) > max_chars:
+                stats["long_input"] += 1
+                continue
             batch.append(inst)
         kept.extend(_fit_batch(batch, tokenizer, budget, stats))
+        scanned = start + chunk
         if len(kept) >= budget.max_instances:
             break
+        if scanned >= 4 * chunk and len(kept) * len(order) < budget.min_instances * scanned:
+            break  # at this rate the task cannot reach min_instances: stop tokenising it
     kept = kept[: budget.max_instances]
     stats["kept"] = len(kept)
     if len(kept) < budget.min_instances:
@@ -123,15 +129,11 @@ def _fit_batch(batch: list[Instance], tokenizer, budget: Budget, stats: dict[str
             if prompt_len > budget.truncate_factor * budget.max_prompt_tokens:
                 stats["long_input"] += 1
                 continue
-            input_len = _lengths(tokenizer, [inst.input])[0]
-            keep = input_len - (prompt_len - budget.max_prompt_tokens) - 4
-            if keep < 8:  # the options alone fill the budget
+            cut = fit_user_message(tokenizer, inst, budget.max_prompt_tokens)
+            if cut is None or len(cut.input) < 16:  # nothing left of the input but its two ends
                 stats["long_input"] += 1
                 continue
-            inst = _with_input(inst, truncate_middle(tokenizer, inst.input, keep))
-            if _lengths(tokenizer, [user_message(inst)])[0] > budget.max_prompt_tokens:
-                stats["long_input"] += 1
-                continue
+            inst = cut
             stats["truncated"] += 1
         kept.append(inst)
     return kept

@@ -83,6 +83,23 @@ def truncate_middle(tokenizer, text: str, max_tokens: int) -> str:
     return tokenizer.decode(ids[:head]) + ELLIPSIS + (tokenizer.decode(ids[-tail:]) if tail else "")
 
 
+def fit_user_message(tokenizer, instance: Instance, max_tokens: int) -> Instance | None:
+    """``instance`` with its input cut in the middle so that :func:`user_message` fits ``max_tokens``
+    (None when even an empty input would not fit)."""
+    length = len(_ids(tokenizer, user_message(instance)))
+    text, keep = instance.input, len(_ids(tokenizer, instance.input))
+    for _ in range(4):
+        excess = length - max_tokens
+        if excess <= 0:
+            return instance if text == instance.input else _with_input(instance, text)
+        keep -= excess + (len(_ids(tokenizer, ELLIPSIS)) if text == instance.input else 0)
+        if keep <= 0:
+            return None
+        text = truncate_middle(tokenizer, instance.input, keep)
+        length = len(_ids(tokenizer, user_message(_with_input(instance, text))))
+    return None
+
+
 def build_prompt(
     tokenizer,
     instance: Instance,
@@ -104,13 +121,17 @@ def build_prompt(
     while len(prompt.input_ids) > max_prompt_tokens and shots:
         shots.pop()
         prompt = render(instance)
-    excess = len(prompt.input_ids) - max_prompt_tokens
-    if excess > 0:
-        input_len = len(_ids(tokenizer, instance.input))
-        # The ellipsis and re-tokenisation at the cut can add a few tokens: cut a little more than needed.
-        keep = input_len - excess - 4
-        if keep > 0:  # else the template and options alone are too long: nothing sensible to cut
-            prompt = render(_with_input(instance, truncate_middle(tokenizer, instance.input, keep)))
+    text, keep = instance.input, len(_ids(tokenizer, instance.input))
+    # Cutting adds the ellipsis and may re-tokenise differently at the seams: shrink until it fits.
+    for _ in range(4):
+        excess = len(prompt.input_ids) - max_prompt_tokens
+        if excess <= 0:
+            break
+        keep -= excess + (len(_ids(tokenizer, ELLIPSIS)) if text == instance.input else 0)
+        if keep <= 0:  # the template and options alone are too long: nothing sensible to cut
+            break
+        text = truncate_middle(tokenizer, instance.input, keep)
+        prompt = render(_with_input(instance, text))
     return prompt
 
 

@@ -114,7 +114,8 @@ _LABEL = re.compile(r"^(task description|description|instruction|task|summary|an
 def clean_description(text: str) -> str:
     """First paragraph, without a chatty preamble, a leading label or wrapping quotes."""
     text = text.strip()
-    text = _PREAMBLE.sub("", text, count=1).strip()
+    for _ in range(3):  # "Sure! Here is a description: ..." has two preambles
+        text = _PREAMBLE.sub("", text, count=1).strip()
     text = text.split("\n\n")[0].strip()
     text = _LABEL.sub("", text).strip()
     text = " ".join(text.split())

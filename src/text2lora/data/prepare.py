@@ -177,7 +177,8 @@ def prepare_library(config: PrepareConfig, *, progress: bool = True,
         "problems": builder.problems,
     }
     write_index(root, tasks, meta=meta, dropped=builder.dropped)
-    return PrepareReport(root=root, tasks=sorted(tasks, key=lambda t: t.name), dropped=builder.dropped,
+    return PrepareReport(root=root, tasks=sorted(tasks, key=lambda t: t.name),
+                         dropped=sorted(builder.dropped, key=lambda d: d["name"]),
                          problems=builder.problems)
 
 

@@ -151,7 +151,8 @@ def show(
         typer.echo("held-out descriptions:")
         for d in t.eval_descriptions:
             typer.echo(f"  - {d}")
-    insts = lib.instances(t.name, "train") or lib.instances(t.name)
+    insts = lib.instances(t.name, "train")
+    insts += [i for i in lib.instances(t.name) if i not in insts]  # train first, then the rest
     for i, inst in enumerate(insts[:n], 1):
         typer.echo(f"\ninstance {i}:\n  input: {inst.input}")
         if inst.options:

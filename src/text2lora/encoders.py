@@ -124,8 +124,9 @@ class OneHotEncoder:
     def __init__(self, spec: EncoderSpec) -> None:
         if not spec.tasks:
             raise Text2LoraError("a one-hot encoder needs the list of task names")
-        self.spec = EncoderSpec(spec.kind, "", len(spec.tasks), list(spec.tasks))
-        self.index = {t: i for i, t in enumerate(spec.tasks)}
+        tasks = list(dict.fromkeys(spec.tasks))  # de-duplicated, order kept
+        self.spec = EncoderSpec(spec.kind, "", len(tasks), tasks)
+        self.index = {t: i for i, t in enumerate(tasks)}
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         texts = check_descriptions(texts)

@@ -98,7 +98,7 @@ def _lora_hook(a: torch.Tensor, b: torch.Tensor, scale: float, dropout: float):
             aa, bb = a.expand(x.shape[0], -1, -1), b.expand(x.shape[0], -1, -1)
         else:
             aa, bb = a, b
-        if dropout and module.training:
+        if dropout:
             x = nn.functional.dropout(x, dropout, training=True)
         flat = x.reshape(x.shape[0], -1, x.shape[-1])  # (B, T, d_in)
         h = torch.bmm(flat, aa.to(x.dtype).transpose(1, 2))  # (B, T, r)
@@ -112,8 +112,8 @@ def _lora_hook(a: torch.Tensor, b: torch.Tensor, scale: float, dropout: float):
 def apply_lora(model: nn.Module, weights: LoraWeights, *, dropout: float = 0.0) -> Iterator[nn.Module]:
     """Within the block, ``model``'s forward adds adapter i to sample i of the batch (or one adapter to all).
 
-    Gradients flow into ``weights`` (for hypernetwork training). ``dropout`` applies to the LoRA input only
-    while the module is in training mode.
+    Gradients flow into ``weights`` (for hypernetwork training). ``dropout`` (training only: pass 0 to
+    evaluate) drops LoRA inputs; the frozen base model itself stays in eval mode.
     """
     modules = dict(model.named_modules())
     handles = []

@@ -25,11 +25,20 @@ app = typer.Typer(
 )
 
 
+_registered = False
+
+
 def _register() -> None:
-    from text2lora.cli import core, data
+    global _registered
+    if _registered:
+        return
+    from text2lora.cli import core, data, serve, train
 
     core.register(app)
     app.add_typer(data.app, name="data")
+    app.add_typer(train.app, name="train")
+    serve.register(app)
+    _registered = True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,191 @@
+"""Training configs, one per recipe, sharing the data and loop sections. YAML in; the resolved config is saved
+as JSON beside every checkpoint and compared on ``--resume``.
+
+Unknown keys and wrong types are errors that name the key (``sft.loop.lr must be float, got str 'fast'``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from text2lora.config import HyperNetConfig, from_dict
+from text2lora.encoders import EncoderSpec
+from text2lora.errors import Text2LoraError
+from text2lora.models.bundled import BUNDLED_BASE, BUNDLED_ENCODER
+
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+@dataclass
+class DataConfig:
+    """Which tasks and how examples are cut to the budget."""
+
+    library: str | None = None  #: task library directory (None: $TEXT2LORA_HOME/library)
+    tasks: str = "seen"  #: "seen", "all", or a comma-separated list of task names
+    max_tasks: int | None = None  #: keep only the first N tasks (sorted by name) of that selection
+    tasks_per_batch: int = 8  #: T: tasks per batch (hierarchical sampling)
+    examples_per_task: int = 1  #: E: examples per task in a batch
+    max_prompt_tokens: int = 128  #: prompts are cut to this many tokens
+    max_output_tokens: int = 32  #: completions are cut to this many tokens
+    val_instances_per_task: int = 4  #: validation instances per task for the validation losses
+    val_tasks: int | None = 16  #: tasks used for validation (None: all training tasks)
+
+    def __post_init__(self) -> None:
+        for name in ("tasks_per_batch", "examples_per_task", "max_prompt_tokens", "max_output_tokens",
+                     "val_instances_per_task"):
+            if getattr(self, name) < 1:
+                raise Text2LoraError(f"data.{name} must be >= 1")
+
+
+@dataclass
+class LoopConfig:
+    """The optimisation loop shared by every recipe."""
+
+    steps: int = 1000  #: optimiser steps
+    lr: float = 2.5e-5  #: peak learning rate (AdamW)
+    weight_decay: float = 1e-2
+    warmup_ratio: float = 0.2  #: linear warm-up over this fraction of the steps, then linear decay to 0
+    max_grad_norm: float = 1.0  #: gradient clipping
+    eval_every: int = 100  #: validation every N steps (and at step 0 and at the end)
+    save_every: int = 100  #: checkpoint every N steps (and at the end)
+    keep_last: int = 2  #: checkpoints kept besides the best
+    log_every: int = 10  #: metrics to metrics.jsonl every N steps
+    seed: int = 0
+    precision: str = "no"  #: "no" (fp32), "bf16" or "fp16" (GPUs)
+    early_stop_patience: int | None = None  #: stop after N evaluations without a better validation loss
+    log_with: str | None = None  #: also log to "tensorboard" or "wandb" if installed
+    num_threads: int | None = None  #: torch CPU threads (None: torch's default)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise Text2LoraError("loop.steps must be >= 1")
+        if self.lr <= 0:
+            raise Text2LoraError("loop.lr must be > 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise Text2LoraError("loop.warmup_ratio must be in [0, 1)")
+        if self.precision not in PRECISIONS:
+            raise Text2LoraError(f"loop.precision must be one of {', '.join(PRECISIONS)}")
+        if self.log_with not in (None, "tensorboard", "wandb"):
+            raise Text2LoraError("loop.log_with must be tensorboard, wandb or null")
+        for name in ("eval_every", "save_every", "keep_last", "log_every"):
+            if getattr(self, name) < 1:
+                raise Text2LoraError(f"loop.{name} must be >= 1")
+
+
+@dataclass
+class SFTConfig:
+    """T2L trained end to end through the frozen base model."""
+
+    base_model: str = BUNDLED_BASE
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    hypernet: HyperNetConfig = field(default_factory=HyperNetConfig)
+    encoder: EncoderSpec = field(default_factory=lambda: EncoderSpec(name=BUNDLED_ENCODER))
+    data: DataConfig = field(default_factory=DataConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    label_smoothing: float = 0.1
+    l2: float = 1e-3  #: coefficient of the mean squared value of the generated A and B
+    init_checkpoint: str | None = None  #: start from this hypernetwork checkpoint instead of bias-HyperInit
+
+
+@dataclass
+class LoraTrainConfig:
+    """A PEFT LoRA baseline: per task (oracle) or one on all training tasks (multi-task)."""
+
+    base_model: str = BUNDLED_BASE
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    use_rslora: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=200, lr=1e-3, warmup_ratio=0.1, eval_every=20,
+                                                                 save_every=50, early_stop_patience=3))
+
+
+@dataclass
+class ReconConfig:
+    """T2L trained to reproduce a library of per-task LoRAs."""
+
+    base_model: str = BUNDLED_BASE
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    hypernet: HyperNetConfig = field(default_factory=HyperNetConfig)
+    encoder: EncoderSpec = field(default_factory=lambda: EncoderSpec(name=BUNDLED_ENCODER))
+    data: DataConfig = field(default_factory=DataConfig)
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=2000, lr=1e-3, eval_every=200, save_every=500))
+    loss: str = "dW"  #: "dW" (L1 on B·A) or "AB" (L1 on A and B)
+    zscore: bool = False  #: with loss "AB": z-score each element across the library's tasks
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("dW", "AB"):
+            raise Text2LoraError("recon.loss must be 'dW' or 'AB'")
+
+
+RECIPES = {"sft": SFTConfig, "lora": LoraTrainConfig, "recon": ReconConfig}
+_NESTED = {"hypernet": HyperNetConfig, "encoder": EncoderSpec, "data": DataConfig, "loop": LoopConfig}
+
+
+def build_config(kind: str, data: dict[str, Any] | None) -> Any:
+    """A recipe config from a (YAML-loaded) mapping; nested sections are validated with their own keys."""
+    cls = RECIPES[kind]
+    data = dict(data or {})
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key, sub in _NESTED.items():
+        if key in data and key in fields:
+            if sub is EncoderSpec:
+                if not isinstance(data[key], dict):
+                    raise Text2LoraError(f"{kind}.{key} must be a mapping")
+                unknown = sorted(set(data[key]) - {"kind", "name", "dim", "tasks"})
+                if unknown:
+                    raise Text2LoraError(f"{kind}.{key}: unknown key {unknown[0]!r}")
+                data[key] = EncoderSpec(**data[key])
+            else:
+                data[key] = from_dict(sub, data[key], f"{kind}.{key}")
+    if "targets" in data and (not isinstance(data["targets"], list) or not all(isinstance(t, str) for t in data["targets"])):
+        raise Text2LoraError(f"{kind}.targets must be a list of module names")
+    return from_dict(cls, data, kind)
+
+
+def load_config(kind: str, path: str | Path | None, overrides: dict[str, Any] | None = None) -> Any:
+    """Read a YAML config for recipe ``kind`` (``sft``, ``lora``, ``recon``); ``overrides`` use dotted keys."""
+    import yaml
+
+    if kind not in RECIPES:
+        raise Text2LoraError(f"unknown recipe {kind!r}; choose one of {', '.join(RECIPES)}")
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise Text2LoraError(f"config file not found: {path}") from None
+        except OSError as e:
+            raise Text2LoraError(f"cannot read config {path}: {e.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise Text2LoraError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise Text2LoraError(f"config {path} must be a mapping")
+        if set(loaded) == {kind}:  # allow a top-level "sft:" / "lora:" / "recon:" section
+            loaded = loaded[kind] or {}
+        recipe = loaded.pop("recipe", kind)
+        if recipe != kind:
+            raise Text2LoraError(f"config {path} is for `train {recipe}`, not `train {kind}`")
+        data = loaded
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise Text2LoraError(f"cannot override {dotted}: {p} is not a section")
+        node[leaf] = value
+    return build_config(kind, data)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,97 @@
+"""T2L by SFT: generate a LoRA per example from a description of its task, train through the frozen base model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from text2lora.checkpoint import CheckpointMeta, build_from_meta, load_checkpoint, save_checkpoint
+from text2lora.data.library import TaskLibrary
+from text2lora.encoders import build_encoder
+from text2lora.lora import LoraWeights, apply_lora
+from text2lora.models.base import load_base_model
+from text2lora.models.targets import discover_targets
+from text2lora.models.bundled import resolve_model
+from text2lora.train.config import SFTConfig
+from text2lora.train.data import TrainData
+from text2lora.train.embeddings import EmbeddingTable
+from text2lora.train.losses import per_sample_completion_loss
+
+log = logging.getLogger(__name__)
+
+
+def model_dtype(precision: str) -> torch.dtype:
+    if torch.cuda.is_available() and precision == "bf16":
+        return torch.bfloat16
+    return torch.float32
+
+
+class SFTRecipe:
+    primary_metric = "val_instances"
+
+    def __init__(self, cfg: SFTConfig, *, library: TaskLibrary | None = None, model=None, tokenizer=None,
+                 cache_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if model is None:
+            model, tokenizer = load_base_model(cfg.base_model, dtype=model_dtype(cfg.loop.precision), device=device)
+        self.model, self.tokenizer = model, tokenizer
+        self.library = library or TaskLibrary.load(cfg.data.library)
+        self.data = TrainData(self.library, tokenizer, cfg.data, seed=cfg.loop.seed)
+        layout = discover_targets(model.config, tuple(cfg.targets))
+        encoder = build_encoder(cfg.encoder)
+        self.embeddings = EmbeddingTable.build(encoder, self.data.all_descriptions(), cache_dir)
+        self.meta = CheckpointMeta(hypernet=cfg.hypernet, base_model=cfg.base_model, layout=layout,
+                                   encoder=encoder.spec, trained=True,
+                                   info={"recipe": "sft", "tasks": [t.name for t in self.data.tasks]})
+        if cfg.init_checkpoint:
+            self.hypernet, meta = load_checkpoint(cfg.init_checkpoint)
+            if not meta.layout.compatible_with(layout):
+                from text2lora.errors import Text2LoraError
+
+                raise Text2LoraError(f"init_checkpoint {cfg.init_checkpoint} was made for another base model")
+        else:
+            self.hypernet = build_from_meta(self.meta, seed=cfg.loop.seed)
+        self.hypernet.to(device)
+        self.val_sets = self.data.val_sets()
+
+    def trainable(self) -> torch.nn.Module:
+        return self.hypernet
+
+    def batch(self, step: int, rank: int, world: int) -> dict:
+        batch = self.data.batch(step, rank, world)
+        batch["emb"] = self.embeddings.lookup(batch["description"])
+        return batch
+
+    def _lora(self, model, emb: torch.Tensor) -> LoraWeights:
+        lora = self.cfg.hypernet.lora
+        return LoraWeights(model(emb), self.meta.layout, rank=lora.rank, alpha=lora.alpha, use_rslora=lora.use_rslora)
+
+    def _to_device(self, batch: dict) -> dict:
+        device = self.model.device
+        return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+    def loss(self, model, batch: dict):
+        batch = self._to_device(batch)
+        lora = self._lora(model, batch["emb"])
+        with apply_lora(self.model, lora, dropout=self.cfg.hypernet.lora.dropout):
+            ce = per_sample_completion_loss(self.model, batch, label_smoothing=self.cfg.label_smoothing).mean()
+        l2 = sum(a.float().pow(2).mean() + b.float().pow(2).mean() for a, b in lora.factors.values())
+        return ce + self.cfg.l2 * l2, {"ce": ce.item(), "l2": float(l2.detach()), "tokens": float(batch["attention_mask"].sum())}
+
+    def evaluate(self, model) -> dict[str, float]:
+        out = {}
+        for val in self.val_sets:
+            losses = []
+            for batch in self.data.val_batches(val.refs):
+                batch = self._to_device(batch)
+                lora = self._lora(model, self.embeddings.lookup(batch["description"]).to(self.model.device))
+                with apply_lora(self.model, lora):
+                    losses.append(per_sample_completion_loss(self.model, batch))
+            out[val.name] = torch.cat(losses).mean().item()
+        return out
+
+    def export(self, model, out_dir: Path) -> None:
+        save_checkpoint(model, self.meta, out_dir)

@@ -34,8 +34,9 @@ class LoraRecipe:
     primary_metric = "val_loss"
 
     def __init__(self, cfg: LoraTrainConfig, tasks: list[str], *, library: TaskLibrary | None = None,
-                 model=None, tokenizer=None) -> None:
+                 model=None, tokenizer=None, full_logits: bool = False) -> None:
         self.cfg = cfg
+        self.full_logits = full_logits  # benchmarks only: the LM head over every position
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if model is None:
             model, tokenizer = load_base_model(cfg.base_model, dtype=model_dtype(cfg.loop.precision), device=device)
@@ -65,7 +66,7 @@ class LoraRecipe:
 
     def loss(self, model, batch: dict):
         batch = self._to_device(batch)
-        loss = per_sample_completion_loss(model, batch).mean()
+        loss = per_sample_completion_loss(model, batch, full_logits=self.full_logits).mean()
         return loss, {"tokens": float(batch["attention_mask"].sum())}
 
     def evaluate(self, model) -> dict[str, float]:

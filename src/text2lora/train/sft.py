@@ -32,8 +32,9 @@ class SFTRecipe:
     primary_metric = "val_instances"
 
     def __init__(self, cfg: SFTConfig, *, library: TaskLibrary | None = None, model=None, tokenizer=None,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, full_logits: bool = False) -> None:
         self.cfg = cfg
+        self.full_logits = full_logits  # benchmarks only: the LM head over every position
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if model is None:
             model, tokenizer = load_base_model(cfg.base_model, dtype=model_dtype(cfg.loop.precision), device=device)
@@ -77,7 +78,8 @@ class SFTRecipe:
         batch = self._to_device(batch)
         lora = self._lora(model, batch["emb"])
         with apply_lora(self.model, lora, dropout=self.cfg.hypernet.lora.dropout):
-            ce = per_sample_completion_loss(self.model, batch, label_smoothing=self.cfg.label_smoothing).mean()
+            ce = per_sample_completion_loss(self.model, batch, label_smoothing=self.cfg.label_smoothing,
+                                            full_logits=self.full_logits).mean()
         l2 = sum(a.float().pow(2).mean() + b.float().pow(2).mean() for a, b in lora.factors.values())
         return ce + self.cfg.l2 * l2, {"ce": ce.item(), "l2": float(l2.detach()), "tokens": float(batch["attention_mask"].sum())}
 

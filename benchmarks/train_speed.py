@@ -1,0 +1,84 @@
+"""Time per training step: T2L-SFT (L, M, S) against a plain PEFT LoRA step on the same batch of the bundled
+model, in one run; and tokens/s with completion-only logits against full-vocabulary logits. Prints Markdown.
+
+    python benchmarks/train_speed.py [--steps 10] [--batch 8] [--library DIR]
+
+Needs a prepared task library (``text2lora data prepare``). Both recipes are the ones ``text2lora train`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from text2lora.data.library import TaskLibrary
+from text2lora.models.base import load_base_model
+from text2lora.models.bundled import BUNDLED_BASE
+from text2lora.train.config import build_config
+from text2lora.train.lora import LoraRecipe
+from text2lora.train.sft import SFTRecipe
+
+
+def time_steps(recipe, batch, steps: int) -> float:
+    """Median seconds of forward + backward + AdamW step on one fixed batch."""
+    model = recipe.trainable()
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5)
+    times = []
+    for i in range(steps + 2):
+        t0 = time.perf_counter()
+        loss, _ = recipe.loss(model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i >= 2:  # two warm-up steps
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--library", default=None)
+    parser.add_argument("--variants", default="LMS")
+    args = parser.parse_args()
+    library = TaskLibrary.load(args.library)
+    data = {"library": args.library, "tasks_per_batch": args.batch, "examples_per_task": 1,
+            "max_prompt_tokens": 96, "max_output_tokens": 24}
+    rows = []
+    t2l_model, tok = load_base_model(BUNDLED_BASE)
+    peft_base, _ = load_base_model(BUNDLED_BASE)
+    lora_recipe = {
+        full: LoraRecipe(build_config("lora", {"data": data}), [t.name for t in library.seen()][: args.batch],
+                         library=library, model=peft_base, tokenizer=tok, full_logits=full)
+        for full in (False, True)
+    }
+    sft_cfg = {v: build_config("sft", {"data": data, "hypernet": {"variant": v}}) for v in args.variants}
+    first = SFTRecipe(sft_cfg[args.variants[0]], library=library, model=t2l_model, tokenizer=tok)
+    batch = first.batch(0, 0, 1)  # the same 8 examples for every contender
+    tokens = int(batch["attention_mask"].sum())
+    completion = int((batch["labels"] != -100).sum())
+    print(f"batch: {len(batch['input_ids'])} examples, {batch['input_ids'].shape[1]} positions, {tokens} tokens "
+          f"({completion} completion); torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    peft_s = time_steps(lora_recipe[False], batch, args.steps)
+    rows.append(("PEFT LoRA (completion-only logits)", peft_s))
+    rows.append(("PEFT LoRA (full-vocabulary logits)", time_steps(lora_recipe[True], batch, args.steps)))
+    for v in args.variants:
+        recipe = first if v == args.variants[0] else SFTRecipe(sft_cfg[v], library=library, model=t2l_model, tokenizer=tok)
+        rows.append((f"T2L-SFT {v} (completion-only logits)", time_steps(recipe, batch, args.steps)))
+    full_l = SFTRecipe(sft_cfg[args.variants[0]], library=library, model=t2l_model, tokenizer=tok, full_logits=True)
+    rows.append((f"T2L-SFT {args.variants[0]} (full-vocabulary logits)", time_steps(full_l, batch, args.steps)))
+    print("| step | median s/step | tokens/s | vs PEFT LoRA step |")
+    print("|---|---:|---:|---:|")
+    for name, s in rows:
+        print(f"| {name} | {s:.3f} | {tokens / s:.0f} | {s / peft_s:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -113,8 +113,10 @@ class BaseLMEncoder:
     def encode(self, texts: list[str]) -> torch.Tensor:
         texts = check_descriptions(texts)
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_tokens)
+        enc = enc.to(self.model.device)
+        position_ids = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
-            out = self.model(**enc.to(self.model.device), output_hidden_states=True)
+            out = self.model(**enc, position_ids=position_ids, output_hidden_states=True)
         hidden = out.hidden_states[-1]  # (N, T, H), left-padded: the last position is the last real token
         emb = hidden[:, -1, :].float()
         return torch.nn.functional.normalize(emb, dim=-1).cpu()

@@ -38,6 +38,9 @@ def _register() -> None:
     app.add_typer(data.app, name="data")
     app.add_typer(train.app, name="train")
     serve.register(app)
+    from text2lora.cli.eval import register as register_eval
+
+    register_eval(app)
     _registered = True
 
 

@@ -1,0 +1,72 @@
+"""`text2lora eval`: score methods on library tasks or a user task file; thin wrapper over text2lora.eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+METHOD_HELP = ("Method to score (repeatable or comma-separated): base, desc-prompt, icl3, multitask-lora, task-lora, "
+               "t2l-recon, t2l-sft, t2l (default or --t2l-checkpoint), peft:<dir>, t2l:<dir>.")
+
+
+def eval_(
+    method: Annotated[list[str], typer.Option("--method", "-m", help=METHOD_HELP)],
+    library: Annotated[Optional[Path], typer.Option("--library", "-l", help="Task library (default $TEXT2LORA_HOME/library).")] = None,
+    tasks: Annotated[str, typer.Option(help="all, seen, unseen, or comma-separated task names.")] = "all",
+    max_tasks: Annotated[Optional[int], typer.Option(help="Keep the first N tasks (by name) of each split.")] = None,
+    task_file: Annotated[Optional[Path], typer.Option(help="Evaluate a user JSONL task instead: {input, output} or {input, options, answer} per line.")] = None,
+    description: Annotated[Optional[str], typer.Option(help="The --task-file task's description (or a header line {\"description\": ...} in the file).")] = None,
+    groups: Annotated[str, typer.Option(help="T2L description groups: train, heldout, other, random (comma-separated).")] = "train,heldout",
+    lora_library: Annotated[Optional[Path], typer.Option(help="PEFT LoRA library from `train lora` (task-lora, multitask-lora).")] = None,
+    t2l_sft: Annotated[Optional[Path], typer.Option("--t2l-sft", help="T2L-SFT checkpoint (e.g. runs/sft/best).")] = None,
+    t2l_recon: Annotated[Optional[Path], typer.Option("--t2l-recon", help="T2L-recon checkpoint (e.g. runs/recon/best).")] = None,
+    t2l_checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint for the method t2l (default: the shipped one).")] = None,
+    base_model: Annotated[str, typer.Option(help="Base model every method runs on.")] = "bundled:smollm2-135m-instruct",
+    max_instances: Annotated[int, typer.Option(help="Test instances per task.")] = 20,
+    max_new_tokens: Annotated[int, typer.Option(help="Generation tasks: greedy decoding stops here or at end of turn.")] = 32,
+    max_prompt_tokens: Annotated[int, typer.Option(help="Prompt budget in tokens (icl3: --icl-max-prompt-tokens).")] = 256,
+    icl_max_prompt_tokens: Annotated[int, typer.Option(help="Prompt budget of icl3 (shots are dropped to fit).")] = 768,
+    descriptions_per_group: Annotated[int, typer.Option(help="T2L: descriptions per group and task, scores averaged.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed for ICL shots, other-task descriptions and random strings.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Sequences per forward pass.")] = 16,
+    report: Annotated[Optional[Path], typer.Option("--report", "-r", help="Write results.json, results.md and results.png here.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Score cache (default $TEXT2LORA_HOME/eval-cache).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Score everything; read and write no cache.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Score methods on tasks: generation by greedy decoding (ROUGE-L, exact match), multiple choice by option
+    log-likelihood (length-normalised accuracy). Scores are cached per (method, task, description).
+
+    Example: text2lora eval -m base -m icl3 -m t2l-sft --t2l-sft runs/sft/best --tasks unseen --report reports/unseen
+    """
+    from text2lora.eval.config import EvalConfig, EvalSettings, split_list
+    from text2lora.eval.report import summary_lines, write_report
+    from text2lora.eval.runner import evaluate
+
+    settings = EvalSettings(base_model=base_model, max_instances=max_instances, max_new_tokens=max_new_tokens,
+                            max_prompt_tokens=max_prompt_tokens, icl_max_prompt_tokens=icl_max_prompt_tokens,
+                            descriptions_per_group=descriptions_per_group, seed=seed)
+    config = EvalConfig(
+        methods=split_list(method), settings=settings, library=_str(library), tasks=tasks, max_tasks=max_tasks,
+        task_file=_str(task_file), description=description, groups=tuple(split_list(groups)),
+        lora_library=_str(lora_library), t2l_sft=_str(t2l_sft), t2l_recon=_str(t2l_recon),
+        t2l_checkpoint=_str(t2l_checkpoint), batch_size=batch_size, cache_dir=_str(cache_dir), use_cache=not no_cache,
+        progress=not quiet,
+    )
+    result = evaluate(config)
+    typer.echo("averages (ROUGE-L / accuracy x100):")
+    for line in summary_lines(result):
+        typer.echo(line)
+    if report is not None:
+        paths = write_report(result, report)
+        typer.echo("report: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _str(path: Path | None) -> str | None:
+    return str(path) if path is not None else None
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="eval")(eval_)

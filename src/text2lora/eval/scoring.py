@@ -1,0 +1,180 @@
+"""Scoring with one adapter per sample: greedy generation (ROUGE-L, exact match) and multiple choice (option
+log-likelihood).
+
+Every unit (a method on a task with one description) becomes a :class:`Request`: its prompts, or for multiple
+choice one prompt + option sequence per option. :func:`score_requests` packs the sequences of many units into
+batches of ``batch_size``, each sample carrying its own unit's adapter (units of one method run together), and
+reports each unit as soon as its last sequence is done, so the caller can cache it.
+
+Multiple choice: every option is scored as the completion after the prompt, followed by the chat template's
+end-of-turn token (as in training: "the answer is exactly this option"); the prediction is the option with the
+highest mean log-probability per completion token (length-normalised accuracy); ``accuracy_sum`` uses the sum.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from text2lora.data.prompts import build_prompt, collate, encode_example
+from text2lora.data.task import MULTIPLE_CHOICE
+from text2lora.eval.config import EvalSettings
+from text2lora.eval.methods import DESCRIPTION, ICL, Unit
+from text2lora.eval.metrics import exact_match, rouge_l
+from text2lora.eval.tasks import EvalTask
+from text2lora.lora import LoraWeights, apply_lora
+
+
+@dataclass
+class Request:
+    """The sequences of one unit."""
+
+    metric: str  #: "generation" or "multiple_choice"
+    prompts: list[str] = field(default_factory=list)  #: generation: chat-templated prompts
+    references: list[list[str]] = field(default_factory=list)  #: generation: acceptable outputs per instance
+    options: list[list[dict[str, list[int]]]] = field(default_factory=list)  #: MC: encodings per option
+    answers: list[int] = field(default_factory=list)  #: MC: the correct option per instance
+
+    def sequences(self) -> list[tuple[int, int | None]]:
+        """(instance, option) of every sequence to run."""
+        if self.metric == MULTIPLE_CHOICE:
+            return [(i, j) for i, opts in enumerate(self.options) for j in range(len(opts))]
+        return [(i, None) for i in range(len(self.prompts))]
+
+
+def build_request(tokenizer, etask: EvalTask, unit: Unit, settings: EvalSettings) -> Request:
+    """Prompts for one unit: the description in the prompt for ``desc-prompt``, shots for ``icl3``."""
+    description = unit.description if unit.prompt == DESCRIPTION else None
+    icl = unit.prompt == ICL
+    budget = settings.icl_max_prompt_tokens if icl else settings.max_prompt_tokens
+    request = Request(etask.metric)
+    for i, inst in enumerate(etask.instances):
+        shots = etask.shots(i, settings.icl_shots, settings.seed) if icl else []
+        if etask.metric == MULTIPLE_CHOICE:
+            request.options.append([
+                encode_example(tokenizer, inst, description=description, shots=shots, max_prompt_tokens=budget,
+                               max_output_tokens=None, completion=option)
+                for option in inst.options
+            ])
+            request.answers.append(inst.answer)
+        else:
+            prompt = build_prompt(tokenizer, inst, description=description, shots=shots, max_prompt_tokens=budget)
+            request.prompts.append(prompt.text)
+            request.references.append(inst.references or [inst.output])
+    return request
+
+
+def generation_scores(predictions: list[str], references: list[list[str]]) -> dict[str, Any]:
+    """Mean ROUGE-L and exact match (each the best over an instance's references)."""
+    rouge = [max(rouge_l(p, r) for r in refs) for p, refs in zip(predictions, references)]
+    em = [max(exact_match(p, r) for r in refs) for p, refs in zip(predictions, references)]
+    n = len(predictions)
+    return {"metric": "generation", "n": n, "rouge_l": sum(rouge) / n, "exact_match": sum(em) / n,
+            "score": sum(rouge) / n, "predictions": predictions, "per_instance_rouge_l": rouge}
+
+
+def choice_scores(mean_logp: list[list[float]], sum_logp: list[list[float]], answers: list[int]) -> dict[str, Any]:
+    """Accuracy by the highest length-normalised log-likelihood (ties: the first option), and by the sum."""
+    picks = [max(range(len(s)), key=lambda j: (s[j], -j)) for s in mean_logp]
+    picks_sum = [max(range(len(s)), key=lambda j: (s[j], -j)) for s in sum_logp]
+    n = len(answers)
+    acc = sum(p == a for p, a in zip(picks, answers)) / n
+    return {"metric": MULTIPLE_CHOICE, "n": n, "accuracy": acc,
+            "accuracy_sum": sum(p == a for p, a in zip(picks_sum, answers)) / n, "score": acc,
+            "choices": picks, "mean_logprob": [[round(x, 5) for x in s] for s in mean_logp]}
+
+
+@torch.inference_mode()
+def option_logprobs(model, pad_id: int, encodings: list[dict[str, list[int]]],
+                    lora: LoraWeights | None) -> tuple[list[float], list[float]]:
+    """Mean and summed log-probability of each encoding's completion, in one forward pass."""
+    from text2lora.train.losses import per_sample_completion_loss
+
+    batch = collate(encodings, pad_id, padding_side="left")
+    batch = {k: v.to(model.device) for k, v in batch.items() if torch.is_tensor(v)}
+    n_tokens = (batch["labels"] != -100).sum(1).float()  # (B,)
+    if lora is not None:
+        with apply_lora(model, lora):
+            nll = per_sample_completion_loss(model, batch)  # (B,)
+    else:
+        nll = per_sample_completion_loss(model, batch)
+    return (-nll).tolist(), (-nll * n_tokens).tolist()
+
+
+def _adapter_groups(adapters: list[LoraWeights]) -> list[list[int]]:
+    """Indices of adapters that can share a batch (same modules, rank and scale)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, w in enumerate(adapters):
+        sig = (w.rank, w.scale, w.layout.n_layers, tuple(sorted(w.layout.shapes.items())))
+        groups.setdefault(sig, []).append(i)
+    return list(groups.values())
+
+
+def score_requests(
+    model,
+    tokenizer,
+    requests: list[Request],
+    adapters: list[LoraWeights] | None,
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    on_done: Callable[[int, dict[str, Any], float], None],
+    progress: bool = True,
+    desc: str = "eval",
+) -> None:
+    """Run every request; ``on_done(index, scores, seconds)`` fires as each request completes."""
+    from tqdm.auto import tqdm
+
+    from text2lora.generation import generate_texts
+
+    groups = _adapter_groups(adapters) if adapters is not None else [list(range(len(requests)))]
+    total = sum(len(r.sequences()) for r in requests)
+    bar = tqdm(total=total, desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
+    outputs: dict[int, dict[tuple[int, int | None], Any]] = {i: {} for i in range(len(requests))}
+    seconds = dict.fromkeys(range(len(requests)), 0.0)
+    for group in groups:
+        stacked = LoraWeights.cat([adapters[i] for i in group]) if adapters is not None else None
+        by_metric: dict[str, list] = {}
+        for slot, r in enumerate(group):  # a batch holds one metric: generation or option scoring
+            by_metric.setdefault(requests[r].metric, []).extend((slot, r, seq) for seq in requests[r].sequences())
+        for items, start in ((items, start) for items in by_metric.values() for start in range(0, len(items), batch_size)):
+            chunk = items[start:start + batch_size]
+            t0 = time.perf_counter()
+            lora = None
+            if stacked is not None:
+                lora = stacked.select(torch.tensor([slot for slot, _, _ in chunk]))
+            if requests[chunk[0][1]].metric == MULTIPLE_CHOICE:
+                _run_choice(model, tokenizer, requests, chunk, lora, outputs)
+            else:
+                prompts = [requests[r].prompts[i] for _, r, (i, _) in chunk]
+                texts = generate_texts(model, tokenizer, prompts, lora=lora, max_new_tokens=max_new_tokens,
+                                       batch_size=len(chunk))
+                for (_, r, seq), text in zip(chunk, texts):
+                    outputs[r][seq] = text
+            elapsed = time.perf_counter() - t0
+            bar.update(len(chunk))
+            for _, r, _ in chunk:
+                seconds[r] += elapsed / len(chunk)
+            for r in dict.fromkeys(r for _, r, _ in chunk):
+                if len(outputs[r]) == len(requests[r].sequences()):
+                    on_done(r, _finish(requests[r], outputs.pop(r)), seconds[r])
+    bar.close()
+
+
+def _run_choice(model, tokenizer, requests, chunk, lora, outputs) -> None:
+    encodings = [requests[r].options[i][j] for _, r, (i, j) in chunk]
+    mean, total = option_logprobs(model, tokenizer.pad_token_id, encodings, lora)
+    for (_, r, seq), m, s in zip(chunk, mean, total):
+        outputs[r][seq] = (m, s)
+
+
+def _finish(request: Request, out: dict[tuple[int, int | None], Any]) -> dict[str, Any]:
+    if request.metric == MULTIPLE_CHOICE:
+        mean = [[out[(i, j)][0] for j in range(len(opts))] for i, opts in enumerate(request.options)]
+        total = [[out[(i, j)][1] for j in range(len(opts))] for i, opts in enumerate(request.options)]
+        return choice_scores(mean, total, request.answers)
+    return generation_scores([out[(i, None)] for i in range(len(request.prompts))], request.references)

@@ -19,7 +19,7 @@ from text2lora.encoders import EncoderSpec
 from text2lora.errors import Text2LoraError
 from text2lora.hypernet import HyperNetwork, build_hypernetwork
 from text2lora.models.targets import TargetLayout
-from text2lora.paths import atomic_dir, read_json
+from text2lora.paths import atomic_dir, read_json, read_safetensors
 
 CONFIG_FILE = "t2l_config.json"
 WEIGHTS_FILE = "hypernet.safetensors"
@@ -112,18 +112,10 @@ def read_meta(ckpt_dir: str | os.PathLike) -> CheckpointMeta:
 
 def load_checkpoint(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[HyperNetwork, CheckpointMeta]:
     """Rebuild the hypernetwork from its config and load its weights strictly."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     ckpt_dir = Path(ckpt_dir)
     meta = read_meta(ckpt_dir)
     net = build_from_meta(meta, seed=None)
-    try:
-        state = load_file(str(ckpt_dir / WEIGHTS_FILE))
-    except FileNotFoundError:
-        raise Text2LoraError(f"checkpoint {ckpt_dir} has no {WEIGHTS_FILE}") from None
-    except (SafetensorError, OSError) as e:
-        raise Text2LoraError(f"checkpoint {ckpt_dir}: cannot read {WEIGHTS_FILE} ({e})") from None
+    state = read_safetensors(ckpt_dir / WEIGHTS_FILE, "checkpoint weights")
     expected = net.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))

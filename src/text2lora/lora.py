@@ -202,21 +202,13 @@ def save_peft_adapter(
 
 def load_peft_adapter(adapter_dir: str | os.PathLike, layout: TargetLayout) -> LoraWeights:
     """Read a PEFT LoRA directory into a one-adapter :class:`LoraWeights` over ``layout``'s model."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from text2lora.paths import read_json
+    from text2lora.paths import read_json, read_safetensors
 
     adapter_dir = Path(adapter_dir)
     cfg = read_json(adapter_dir / PEFT_CONFIG, "adapter config")
     if cfg.get("peft_type", "LORA") != "LORA":
         raise Text2LoraError(f"{adapter_dir} is a {cfg.get('peft_type')} adapter, not LoRA")
-    try:
-        tensors = load_file(str(adapter_dir / PEFT_WEIGHTS))
-    except FileNotFoundError:
-        raise Text2LoraError(f"{adapter_dir} has no {PEFT_WEIGHTS}") from None
-    except (SafetensorError, OSError) as e:
-        raise Text2LoraError(f"cannot read {adapter_dir / PEFT_WEIGHTS}: {e}") from None
+    tensors = read_safetensors(adapter_dir / PEFT_WEIGHTS, "adapter weights")
     rank = int(cfg.get("r", 8))
     by_path = {}
     for key, value in tensors.items():

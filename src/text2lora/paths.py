@@ -92,3 +92,17 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         raise Text2LoraError(f"cannot read {what} {path}: {e}") from None
     except json.JSONDecodeError as e:
         raise Text2LoraError(f"{what} {path} is not valid JSON (line {e.lineno}: {e.msg})") from None
+
+
+def read_safetensors(path: str | os.PathLike, what: str = "weights") -> dict:
+    """Load a safetensors file with errors that name it: missing, truncated or not safetensors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise Text2LoraError(f"{what} not found: {path}") from None
+    except (SafetensorError, OSError) as e:
+        raise Text2LoraError(f"cannot read {what} {path} ({e})") from None

@@ -148,7 +148,7 @@ def test_corrupt_checkpoints(ckpt, tmp_path, capsys):
     data = (bad_weights / "hypernet.safetensors").read_bytes()
     (bad_weights / "hypernet.safetensors").write_bytes(data[: len(data) // 2])
     code, _, err = run(["generate", "antonyms", "--out", tmp_path / "o", "--checkpoint", bad_weights], capsys)
-    assert_user_error(code, err, "cannot read hypernet.safetensors")
+    assert_user_error(code, err, "cannot read checkpoint weights")
 
     not_ckpt = tmp_path / "not_ckpt"
     not_ckpt.mkdir()

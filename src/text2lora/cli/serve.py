@@ -18,6 +18,7 @@ def serve(
     max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 512,
     max_prompt_tokens: Annotated[int, typer.Option(help="Longest prompt, in tokens.")] = 1024,
     cache_adapters: Annotated[int, typer.Option(help="Adapters kept in memory (LRU).")] = 1024,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's choice).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve /v1/chat/completions, /v1/completions and /v1/adapters, plus a web page at /.
@@ -35,6 +36,12 @@ def serve(
         from text2lora.serve.runtime import load_runtime
     except ImportError as e:
         raise Text2LoraError(f"serving needs the 'serve' extra ({e.name} is missing): pip install 'text2lora[serve]'") from None
+    if threads is not None:
+        import torch
+
+        if threads < 1:
+            raise Text2LoraError("--threads must be at least 1")
+        torch.set_num_threads(threads)
     limits = ServeLimits(max_batch=max_batch, max_concurrent=max_concurrent, max_queue=max_concurrent,
                          max_tokens=max_tokens, default_max_tokens=min(128, max_tokens),
                          max_prompt_tokens=max_prompt_tokens, cache_max_adapters=cache_adapters)

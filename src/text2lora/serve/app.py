@@ -21,7 +21,6 @@ from importlib import resources
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from text2lora.errors import Text2LoraError
 from text2lora.serve import completions as cmp
 from text2lora.serve.cache import Adapter, is_adapter_id
 from text2lora.serve.limits import ServeLimits
@@ -115,12 +114,10 @@ def create_app(runtime: ServeRuntime, limits: ServeLimits | None = None) -> Fast
         created = int(time.time())
         data = [{"id": "base", "object": "model", "created": created, "owned_by": "text2lora",
                  "root": runtime.base_model}]
-        for aid in runtime.cache.ids():
-            item = runtime.cache.get(aid)
-            if item is not None:
-                data.append({"id": ADAPTER_PREFIX + aid, "object": "model", "created": item.created,
-                             "owned_by": "text2lora", "root": runtime.base_model, "parent": "base",
-                             "description": item.description})
+        for item in runtime.cache.snapshot():
+            data.append({"id": ADAPTER_PREFIX + item.id, "object": "model", "created": item.created,
+                         "owned_by": "text2lora", "root": runtime.base_model, "parent": "base",
+                         "description": item.description})
         return {"object": "list", "data": data}
 
     @app.post("/v1/adapters")
@@ -220,5 +217,3 @@ def _version() -> str:
 
     return __version__
 
-
-__all__ = ["create_app", "Slots", "Text2LoraError"]

@@ -82,9 +82,10 @@ class AdapterCache:
     def nbytes(self) -> int:
         return self._bytes
 
-    def ids(self) -> list[str]:
+    def snapshot(self) -> list[Adapter]:
+        """The adapters in memory, most recently used first (without touching their recency)."""
         with self._lock:
-            return list(reversed(self._items))
+            return list(reversed(self._items.values()))
 
     def get(self, adapter_id: str) -> Adapter | None:
         with self._lock:

@@ -251,7 +251,9 @@ class DecodeEngine:
         if self._zero is None or not self._zero.layout.compatible_with(real[0].layout):
             self._zero = replace(real[0], factors={k: (torch.zeros_like(a), torch.zeros_like(b))
                                                    for k, (a, b) in real[0].factors.items()})
-        return LoraWeights.cat([a if a is not None else self._zero for a in adapters]).to(self.device)
+        cat = LoraWeights.cat([a if a is not None else self._zero for a in adapters]).to(self.device)
+        # layer-major storage: apply_lora slices [:, layer], which is then one contiguous (B, r, d) block per hook
+        return replace(cat, factors={k: (_layer_major(a), _layer_major(b)) for k, (a, b) in cat.factors.items()})
 
     def _sample(self, logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
         """Next token per row: greedy where temperature is 0, else temperature / top-p sampling. logits (B, V)."""
@@ -342,6 +344,11 @@ def _generator(params: SamplingParams) -> torch.Generator | None:
     g = torch.Generator()
     g.manual_seed(params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
     return g
+
+
+def _layer_major(t: torch.Tensor) -> torch.Tensor:
+    """The same (N, L, ...) values stored as (L, N, ...), viewed back as (N, L, ...)."""
+    return t.transpose(0, 1).contiguous().transpose(0, 1)
 
 
 def _cache_from(kv: list[tuple[torch.Tensor, torch.Tensor]]):

@@ -54,6 +54,7 @@ def load_runtime(
     if not t2l.meta.trained:
         log.warning("serving an untrained (freshly initialised) hypernetwork: its adapters do not change the model")
     model, tokenizer = load_base_model(t2l.meta.base_model, device=device)
+    t2l.generate(["warm-up"])  # the encoder's first call is slow; keep it out of the first request's generation_ms
     return build_runtime(t2l, model, tokenizer, limits, store_dir=store_dir)
 
 

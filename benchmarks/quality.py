@@ -1,0 +1,276 @@
+"""The quality benchmark: the whole Text-to-LoRA pipeline on the bundled model, from a prepared task library.
+
+    python benchmarks/quality.py --scale quick          # <= ~25 min on 2 CPU cores
+    python benchmarks/quality.py --scale small          # the headline, <= ~2.5 h
+    python benchmarks/quality.py --scale quick --dry-run
+
+Stages, each cached under ``--work`` (default ``runs/bench-quality-<scale>``) and rerun only when its inputs
+change, so an interrupted run resumes (a training stage continues from its last checkpoint):
+
+1. ``select``: pick the evaluation tasks (seen and unseen, one per source family, generation and multiple choice
+   balanced), the per-task LoRA ("reconstruction") library tasks and the T2L-SFT / multi-task training tasks;
+2. ``lora:<task>``: a per-task PEFT LoRA for each library task (`text2lora train lora --task`);
+3. ``lora:_multitask``: one LoRA on all training tasks (`text2lora train lora --multitask`);
+4. ``t2l-recon``: T2L trained to reproduce the per-task LoRAs (`text2lora train recon`);
+5. ``t2l-sft``: T2L trained end to end on the training tasks (`text2lora train sft`);
+6. ``eval``: `text2lora eval` of base, desc-prompt, icl3, multitask-lora, task-lora, t2l-recon, t2l-sft on the
+   seen evaluation tasks and unseen tasks; report (JSON, Markdown, PNG) in ``<work>/report``.
+
+Seen evaluation tasks are training tasks (their test split is held out); unseen tasks are never trained or tuned on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stages import Stage, StageRunner, fingerprint, sha256_file  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ["base", "desc-prompt", "icl3", "multitask-lora", "task-lora", "t2l-recon", "t2l-sft"]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of one benchmark scale (times measured on 2 shared CPU cores, SmolLM2-135M)."""
+
+    seen_eval: int  #: seen tasks evaluated (all get a per-task LoRA)
+    recon_extra: int  #: more seen tasks in the per-task LoRA library (reconstruction targets only)
+    train_tasks: int  #: tasks T2L-SFT and the multi-task LoRA train on (include the library tasks)
+    unseen_eval: int  #: unseen tasks evaluated
+    lora_steps: int  #: steps per per-task LoRA (batch 8, early stopping)
+    multitask_steps: int
+    recon_steps: int
+    sft_steps: int
+    max_instances: int  #: test instances per evaluated task
+    groups: str  #: T2L description groups
+    expected_minutes: int
+
+
+SCALES = {
+    "quick": Scale(seen_eval=4, recon_extra=1, train_tasks=16, unseen_eval=4, lora_steps=30, multitask_steps=60,
+                   recon_steps=400, sft_steps=80, max_instances=10, groups="train,heldout", expected_minutes=25),
+    "small": Scale(seen_eval=8, recon_extra=6, train_tasks=48, unseen_eval=10, lora_steps=60, multitask_steps=300,
+                   recon_steps=1500, sft_steps=500, max_instances=20, groups="train,heldout,other,random",
+                   expected_minutes=140),
+}
+MAX_NEW_TOKENS = 24
+MIN_TRAIN = 40  #: a seen task needs this many training instances to get a per-task LoRA
+MIN_TEST = 4  #: and this many test instances to be evaluated
+
+
+# ------------------------------------------------------------------------------------------------ selection
+def _spread(tasks: list, n: int, rng: random.Random, exclude_sources: set[str] = frozenset()) -> list:
+    """Up to ``n`` tasks, one per source family first, alternating generation and multiple choice."""
+    by_metric: dict[str, list] = {}
+    for t in sorted(tasks, key=lambda t: t.name):
+        by_metric.setdefault(t.metric, []).append(t)
+    for group in by_metric.values():
+        rng.shuffle(group)
+    picked, sources = [], set(exclude_sources)
+    for allow_repeat in (False, True):
+        queues = [list(q) for q in by_metric.values()]
+        while len(picked) < n and any(queues):
+            for q in queues:
+                while q and len(picked) < n:
+                    t = q.pop(0)
+                    if t in picked or (t.source in sources and not allow_repeat):
+                        continue
+                    picked.append(t)
+                    sources.add(t.source)
+                    break
+    return picked
+
+
+def select_tasks(library_dir: Path, scale: Scale, seed: int) -> dict[str, list[str]]:
+    from text2lora.data.library import TaskLibrary
+
+    lib = TaskLibrary.load(library_dir)
+    rng = random.Random(seed)
+    enough = [t for t in lib.seen() if t.counts.get("train", 0) >= MIN_TRAIN and t.counts.get("test", 0) >= MIN_TEST]
+    seen_eval = _spread(enough, scale.seen_eval, rng)
+    extra = _spread([t for t in enough if t not in seen_eval], scale.recon_extra, rng,
+                    {t.source for t in seen_eval})
+    lora_tasks = seen_eval + extra
+    rest = [t for t in lib.seen() if t not in lora_tasks and t.counts.get("train", 0) >= 8]
+    train = lora_tasks + _spread(rest, max(0, scale.train_tasks - len(lora_tasks)), rng,
+                                 {t.source for t in lora_tasks})
+    unseen = _spread([t for t in lib.unseen() if t.counts.get("test", 0) >= MIN_TEST], scale.unseen_eval, rng)
+    names = lambda ts: sorted(t.name for t in ts)  # noqa: E731
+    return {"seen_eval": names(seen_eval), "unseen_eval": names(unseen), "lora_tasks": names(lora_tasks),
+            "train_tasks": names(train)}
+
+
+# --------------------------------------------------------------------------------------------------- stages
+def _write_config(path: Path, base: Path, overrides: dict) -> dict:
+    import yaml
+
+    data = yaml.safe_load(base.read_text())
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=True))
+    return data
+
+
+def _has_checkpoints(run: Path) -> bool:
+    return run.is_dir() and any((p / "trainer.json").is_file() for p in run.glob("ckpt-*"))
+
+
+def build_stages(args, scale: Scale, work: Path) -> list[Stage]:
+    cli = [sys.executable, "-m", "text2lora"]
+    library = Path(args.library).resolve()
+    index_hash = sha256_file(library / "index.json")
+    selection_file = work / "tasks.json"
+    stages: list[Stage] = []
+
+    select_inputs = {"library_index": index_hash, "scale": asdict(scale), "seed": args.seed}
+    select = Stage(
+        "select", "pick evaluation, LoRA-library and training tasks",
+        [sys.executable, __file__, "--select-only", "--scale", args.scale, "--library", str(library),
+         "--work", str(work), "--seed", str(args.seed)],
+        select_inputs, done=selection_file.is_file, clean=[selection_file])
+    stages.append(select)
+    if not selection_file.is_file() or select.fingerprint != (_record(work, "select") or {}).get("fingerprint"):
+        return stages  # the rest is planned once the selection exists (run() calls again)
+    chosen = json.loads(selection_file.read_text())
+    lora_lib = work / "lora-library"
+    common = {"base_model": "bundled:smollm2-135m-instruct", "data.library": str(library)}
+
+    for task in chosen["lora_tasks"]:
+        cfg_path = work / "configs" / f"lora-{task}.yaml"
+        cfg = _write_config(cfg_path, REPO / "configs" / "smollm2-lora.yaml", {
+            **common, "loop.steps": scale.lora_steps, "loop.eval_every": 10, "loop.save_every": 10,
+            "loop.seed": args.seed})
+        run_dir = lora_lib / ".runs" / task
+        stages.append(Stage(
+            f"lora:{task}", f"per-task LoRA, {scale.lora_steps} steps (early stopping)",
+            cli + ["train", "lora", "--task", task, "--config", str(cfg_path), "--out", str(lora_lib)],
+            {"config": cfg, "select": select.fingerprint},
+            done=(lora_lib / task / "adapter_config.json").is_file, clean=[lora_lib / task, run_dir],
+            resume_args=["--resume"], can_resume=lambda r=run_dir: _has_checkpoints(r)))
+    lora_prints = {s.name: s.fingerprint for s in stages if s.name.startswith("lora:")}
+
+    cfg_path = work / "configs" / "lora-multitask.yaml"
+    cfg = _write_config(cfg_path, REPO / "configs" / "smollm2-lora.yaml", {
+        **common, "data.tasks": ",".join(chosen["train_tasks"]), "loop.steps": scale.multitask_steps,
+        "loop.eval_every": max(10, scale.multitask_steps // 6), "loop.save_every": max(10, scale.multitask_steps // 6),
+        "data.val_tasks": 8, "data.val_instances_per_task": 4, "loop.seed": args.seed})
+    run_dir = lora_lib / ".runs" / "_multitask"
+    stages.append(Stage(
+        "lora:_multitask", f"multi-task LoRA on {len(chosen['train_tasks'])} tasks, {scale.multitask_steps} steps",
+        cli + ["train", "lora", "--multitask", "--config", str(cfg_path), "--out", str(lora_lib)],
+        {"config": cfg, "select": select.fingerprint},
+        done=(lora_lib / "_multitask" / "adapter_config.json").is_file, clean=[lora_lib / "_multitask", run_dir],
+        resume_args=["--resume"], can_resume=lambda r=run_dir: _has_checkpoints(r)))
+
+    recon_dir = work / "t2l-recon"
+    cfg_path = work / "configs" / "recon.yaml"
+    cfg = _write_config(cfg_path, REPO / "configs" / "smollm2-recon.yaml", {
+        **common, "loop.steps": scale.recon_steps, "loop.eval_every": max(50, scale.recon_steps // 5),
+        "loop.save_every": max(50, scale.recon_steps // 5), "loop.seed": args.seed})
+    stages.append(Stage(
+        "t2l-recon", f"T2L-recon on the {len(chosen['lora_tasks'])}-task LoRA library, {scale.recon_steps} steps",
+        cli + ["train", "recon", "--library", str(lora_lib), "--config", str(cfg_path), "--out", str(recon_dir)],
+        {"config": cfg, "loras": lora_prints},
+        done=(recon_dir / "best" / "t2l_config.json").is_file, clean=[recon_dir],
+        resume_args=["--resume"], can_resume=lambda: _has_checkpoints(recon_dir)))
+
+    sft_dir = work / "t2l-sft"
+    cfg_path = work / "configs" / "sft.yaml"
+    cfg = _write_config(cfg_path, REPO / "configs" / "smollm2-sft.yaml", {
+        **common, "data.tasks": ",".join(chosen["train_tasks"]), "loop.steps": scale.sft_steps,
+        "loop.eval_every": max(20, scale.sft_steps // 5), "loop.save_every": max(20, scale.sft_steps // 10),
+        "data.val_tasks": 8, "data.val_instances_per_task": 4, "loop.seed": args.seed})
+    stages.append(Stage(
+        "t2l-sft", f"T2L-SFT on {len(chosen['train_tasks'])} tasks, {scale.sft_steps} steps",
+        cli + ["train", "sft", "--config", str(cfg_path), "--out", str(sft_dir)],
+        {"config": cfg, "select": select.fingerprint},
+        done=(sft_dir / "best" / "t2l_config.json").is_file, clean=[sft_dir],
+        resume_args=["--resume"], can_resume=lambda: _has_checkpoints(sft_dir)))
+
+    report = work / "report"
+    eval_tasks = chosen["seen_eval"] + chosen["unseen_eval"]
+    command = cli + [
+        "eval", "-m", ",".join(METHODS), "--library", str(library), "--tasks", ",".join(eval_tasks),
+        "--lora-library", str(lora_lib), "--t2l-sft", str(sft_dir / "best"), "--t2l-recon", str(recon_dir / "best"),
+        "--groups", scale.groups, "--max-instances", str(scale.max_instances), "--max-new-tokens", str(MAX_NEW_TOKENS),
+        "--seed", str(args.seed), "--cache-dir", str(work / "eval-cache"), "--report", str(report)]
+    stages.append(Stage(
+        "eval", f"score {len(METHODS)} methods on {len(chosen['seen_eval'])} seen + {len(chosen['unseen_eval'])} "
+                f"unseen tasks, {scale.max_instances} instances each (cached per method, task, description)",
+        command, {"upstream": [s.fingerprint for s in stages]},
+        done=(report / "results.json").is_file, clean=[report]))
+    return stages
+
+
+def _record(work: Path, name: str) -> dict | None:
+    try:
+        return json.loads((work / "stages" / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run(args) -> int:
+    scale = SCALES[args.scale]
+    work = Path(args.work or REPO / "runs" / f"bench-quality-{args.scale}").resolve()
+    library = Path(args.library).resolve()
+    if not (library / "index.json").is_file():
+        print(f"no task library at {library}: run `text2lora data prepare` first (or pass --library)", file=sys.stderr)
+        return 2
+    if args.select_only:
+        work.mkdir(parents=True, exist_ok=True)
+        chosen = select_tasks(library, scale, args.seed)
+        (work / "tasks.json").write_text(json.dumps(chosen, indent=2) + "\n")
+        for key, names in chosen.items():
+            print(f"      {key} ({len(names)}): {', '.join(names)}")
+        return 0
+    print(f"quality benchmark, scale {args.scale} (expected <= {scale.expected_minutes} min on 2 CPU cores); "
+          f"work dir {work}; library {library}")
+    runner = StageRunner(work / "stages", force=tuple(args.force), dry_run=args.dry_run)
+    started = time.perf_counter()
+    stages = build_stages(args, scale, work)
+    runner.run(stages[0], 1, len(stages))
+    if args.dry_run and len(stages) == 1:
+        print("(dry run: the remaining stages are planned once `select` has run)")
+        return 0
+    stages = build_stages(args, scale, work)
+    for i, stage in enumerate(stages[1:], 2):
+        runner.run(stage, i, len(stages))
+    print(f"\nstages (wall {(time.perf_counter() - started) / 60:.1f} min):")
+    print("\n".join(runner.summary()))
+    results = work / "report" / "results.md"
+    if results.is_file() and not args.dry_run:
+        text = results.read_text()
+        print("\n" + text.split("## Per task")[0].strip())
+        print(f"\nreport: {work / 'report'} (results.json, results.md, results.png)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from text2lora.data.library import default_library_dir
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="quick")
+    parser.add_argument("--library", default=str(default_library_dir()), help="prepared task library")
+    parser.add_argument("--work", default=None, help="work directory (default runs/bench-quality-<scale>)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="append", default=[], help="rerun this stage (repeatable)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would run")
+    parser.add_argument("--select-only", action="store_true", help=argparse.SUPPRESS)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

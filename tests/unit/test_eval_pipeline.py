@@ -1,0 +1,100 @@
+"""The benchmark stage runner (benchmarks/stages.py) and task selection (benchmarks/quality.py): a stage with
+unchanged inputs is skipped, changed inputs rerun it from a clean output, an interrupted stage resumes, a
+failure keeps what finished; selection is deterministic and keeps unseen tasks out of training."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str):
+    path = REPO / "benchmarks" / f"{name}.py"
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+stages = _load("stages")
+
+
+def write_stage(tmp_path: Path, name: str, text: str, *, fail: bool = False, resume: bool = False):
+    out = tmp_path / f"{name}.txt"
+    script = f"import sys, pathlib; p = pathlib.Path({str(out)!r}); "
+    script += "sys.exit(3)" if fail else f"p.write_text({text!r} + ' ' + ' '.join(sys.argv[1:]))"
+    marker = tmp_path / f"{name}.ckpt"
+    return stages.Stage(name, f"write {name}", [sys.executable, "-c", script], {"text": text}, done=out.is_file,
+                        clean=[out], resume_args=["--resume"] if resume else [], can_resume=marker.exists), out
+
+
+def test_unchanged_inputs_skip_and_changed_inputs_rerun(tmp_path):
+    lines: list[str] = []
+    runner = stages.StageRunner(tmp_path / "state", echo=lines.append)
+    stage, out = write_stage(tmp_path, "a", "one")
+    assert runner.run(stage, 1, 1).status == "ran" and out.read_text().strip() == "one"
+    out.write_text("kept")
+    assert runner.run(stage, 1, 1).status == "cached" and out.read_text() == "kept"
+    assert any("cached (inputs unchanged" in line for line in lines)
+    changed, _ = write_stage(tmp_path, "a", "two")
+    assert runner.run(changed, 1, 1).status == "ran" and out.read_text().strip() == "two"
+    out.unlink()  # output gone: rerun even though the record says done
+    assert runner.run(changed, 1, 1).status == "ran"
+    forced = stages.StageRunner(tmp_path / "state", force=("a",), echo=lines.append)
+    assert forced.run(changed, 1, 1).status == "ran"
+
+
+def test_a_failed_stage_is_recorded_and_resumes_only_from_a_checkpoint(tmp_path):
+    runner = stages.StageRunner(tmp_path / "state", echo=lambda s: None)
+    failing, _ = write_stage(tmp_path, "b", "x", fail=True, resume=True)
+    with pytest.raises(SystemExit, match="stage b failed"):
+        runner.run(failing, 1, 1)
+    assert runner.record("b")["status"] == "running"
+    assert runner.status(failing) == "fresh"  # nothing to resume from
+    (tmp_path / "b.ckpt").write_text("")  # the failed run left a checkpoint
+    assert runner.status(failing) == "resume"
+    other, _ = write_stage(tmp_path, "b", "y", fail=True, resume=True)
+    assert runner.status(other) == "fresh"  # other inputs: start over
+
+
+def test_resume_passes_the_resume_args(tmp_path):
+    out = tmp_path / "c.txt"
+    cmd = [sys.executable, "-c", f"import sys, pathlib; pathlib.Path({str(out)!r}).write_text(' '.join(sys.argv[1:]))"]
+    marker = tmp_path / "c.ckpt"
+    stage = stages.Stage("c", "", cmd, {"k": 1}, done=out.is_file, resume_args=["--resume"], can_resume=marker.exists)
+    runner = stages.StageRunner(tmp_path / "state", echo=lambda s: None)
+    runner._write("c", {"status": "running", "fingerprint": stage.fingerprint, "seconds_so_far": 5.0})
+    marker.write_text("")
+    outcome = runner.run(stage, 1, 1)
+    assert outcome.status == "resumed" and out.read_text() == "--resume"
+    assert runner.record("c")["status"] == "done" and runner.record("c")["seconds"] >= 5.0
+
+
+def test_task_selection_is_deterministic_and_keeps_unseen_out_of_training(tmp_path):
+    from tests.train_fixtures import build_library
+
+    quality = _load("quality")
+    library = build_library(tmp_path / "lib", n=64)  # 48 training instances per task
+    scale = quality.Scale(seen_eval=2, recon_extra=1, train_tasks=3, unseen_eval=1, lora_steps=1, multitask_steps=1,
+                          recon_steps=1, sft_steps=1, max_instances=2, groups="train", expected_minutes=1)
+    a = quality.select_tasks(library, scale, seed=0)
+    assert a == quality.select_tasks(library, scale, seed=0)
+    assert len(a["seen_eval"]) == 2 and set(a["seen_eval"]) <= set(a["lora_tasks"]) <= set(a["train_tasks"])
+    assert a["unseen_eval"] == ["first"] and "first" not in a["train_tasks"]
+    assert len(a["lora_tasks"]) == 3
+
+
+def test_scales_are_ordered():
+    quality = _load("quality")
+    quick, small = quality.SCALES["quick"], quality.SCALES["small"]
+    assert quick.expected_minutes <= 25 and small.expected_minutes <= 150
+    for field in ("seen_eval", "unseen_eval", "lora_steps", "sft_steps", "train_tasks"):
+        assert getattr(quick, field) <= getattr(small, field)

@@ -7,6 +7,7 @@ import json
 import subprocess
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -116,6 +117,9 @@ class _FakeModel:
     def __init__(self, tokenizer, replies):
         self.tokenizer, self.replies, self.calls = tokenizer, list(replies), 0
 
+    def __call__(self, **kwargs):  # the prompt prefill; this fake keeps no cache
+        return SimpleNamespace(past_key_values=None)
+
     def generate(self, input_ids, attention_mask, **kwargs):
         rows = []
         for _ in range(input_ids.shape[0]):
@@ -142,7 +146,8 @@ def test_describe_filters_caches_and_resumes(tmp_path):
     _prepare(tmp_path / "lib")
     tok = tiny_chat_tokenizer()
     model = _FakeModel(tok, REPLIES)
-    config = DescribeConfig(k=3, k_eval=1, batch_size=7, rounds=1, min_similarity=None)
+    config = DescribeConfig(k=3, k_eval=1, prompts_per_round=1, samples_per_prompt=7, rounds=1,
+                            min_similarity=None)
     report = describe_library(tmp_path / "lib", config, names=["toy_math.addition"], progress=False,
                               load_model=lambda name: (model, tok))
     assert report.described == ["toy_math.addition"] and model.calls == 7

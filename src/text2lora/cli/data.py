@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Optional
@@ -90,9 +91,9 @@ def describe(
     k_eval: int = typer.Option(3, help="Held-out descriptions per task."),
     task: list[str] = typer.Option([], "--task", "-t", help="Only these tasks (repeatable)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N tasks."),
-    batch_size: int = typer.Option(12, help="Sequences per generation call."),
-    rounds: int = typer.Option(3, help="Generation calls per task at most."),
-    min_similarity: float = typer.Option(0.35, help="Reject descriptions less similar to the definition (MiniLM "
+    samples_per_prompt: int = typer.Option(8, help="Sampled descriptions per prompt and generation call."),
+    rounds: int = typer.Option(2, help="Generation calls per task at most."),
+    min_similarity: float = typer.Option(0.45, help="Reject descriptions less similar to the definition (MiniLM "
                                                     "cosine); 0 disables the check."),
     seed: int = typer.Option(0),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -100,7 +101,7 @@ def describe(
     """Write K descriptions per task with a local instruct model (cached per task; resumable)."""
     from text2lora.data.describe import DescribeConfig, describe_library
 
-    config = DescribeConfig(model=model, k=k, k_eval=k_eval, batch_size=batch_size, rounds=rounds,
+    config = DescribeConfig(model=model, k=k, k_eval=k_eval, samples_per_prompt=samples_per_prompt, rounds=rounds,
                             min_similarity=min_similarity or None, seed=seed)
     report = describe_library(library, config, names=task or None, limit=limit, progress=not quiet)
     typer.echo(f"described {len(report.described)} tasks in {report.seconds:.0f} s "
@@ -143,7 +144,7 @@ def show(
     t = lib.task(name)
     typer.echo(f"{t.name}  [{t.metric}, {t.split}, source {t.source}, {t.origin}, license {t.license}]")
     typer.echo("instances: " + ", ".join(f"{k} {v}" for k, v in t.counts.items()))
-    typer.echo(f"\ndefinition:\n  {t.definition}")
+    typer.echo("\ndefinition:\n" + textwrap.indent(t.definition, "  "))
     typer.echo("\ndescriptions (training; the first is the task's own):")
     for d in t.descriptions:
         typer.echo(f"  - {d}")

@@ -35,6 +35,8 @@ from text2lora.paths import read_json, write_json
 log = logging.getLogger(__name__)
 
 PROMPT_VERSION = 1
+REFRESH_EVERY = 10
+"""Tasks between two merges of the description caches into index.json during a run."""
 STYLES = (
     "Describe this task in one sentence, as an instruction to the person who will do it.",
     "In one or two sentences, explain what this task asks for. Start with \"In this task\".",
@@ -53,27 +55,29 @@ class DescribeConfig:
     """Training descriptions per task, the task's own included."""
     k_eval: int = 3
     """Held-out descriptions per task (evaluation)."""
-    examples: int = 2
-    """Training examples shown in the prompt."""
-    batch_size: int = 12
-    """Sequences generated per call."""
-    rounds: int = 3
+    examples: int = 1
+    """Training examples shown in the prompt (their text must not be copied into a description)."""
+    prompts_per_round: int = 3
+    """Differently phrased prompts per generation call (each prompt's prefill is paid once)."""
+    samples_per_prompt: int = 8
+    """Sampled descriptions per prompt and call."""
+    rounds: int = 2
     """Generation calls per task at most (stops early once enough are accepted)."""
-    max_new_tokens: int = 64
+    max_new_tokens: int = 40
     temperature: float = 0.8
     top_p: float = 0.95
-    max_definition_tokens: int = 160
-    max_example_tokens: int = 60
+    max_definition_tokens: int = 96
+    max_example_tokens: int = 40
     min_words: int = 5
     max_chars: int = 300
     max_overlap: float = 0.85
-    min_similarity: float | None = 0.35
+    min_similarity: float | None = 0.45
     """Reject candidates whose MiniLM cosine similarity to the definition is lower (None: no check)."""
     seed: int = 0
 
     def cache_key(self) -> dict:
         keep = ("model", "k", "k_eval", "examples", "temperature", "top_p", "min_words", "max_chars",
-                "max_overlap", "min_similarity", "seed")
+                "max_overlap", "min_similarity", "seed", "max_definition_tokens", "max_example_tokens")
         return {"prompt_version": PROMPT_VERSION, **{k: v for k, v in asdict(self).items() if k in keep}}
 
 
@@ -111,8 +115,9 @@ _PREAMBLE = re.compile(r"^(sure|certainly|of course|here('s| is| are)|okay|ok)\b
 _LABEL = re.compile(r"^(task description|description|instruction|task|summary|answer|output)\s*:\s*", re.I)
 
 
-def clean_description(text: str) -> str:
-    """First paragraph, without a chatty preamble, a leading label or wrapping quotes."""
+def clean_description(text: str, max_chars: int | None = None) -> str:
+    """First paragraph, without a chatty preamble, a leading label or wrapping quotes; over ``max_chars``, cut
+    after the last full sentence that fits (so a reply stopped by the token limit keeps its complete part)."""
     text = text.strip()
     for _ in range(3):  # "Sure! Here is a description: ..." has two preambles
         text = _PREAMBLE.sub("", text, count=1).strip()
@@ -121,10 +126,16 @@ def clean_description(text: str) -> str:
     text = " ".join(text.split())
     if len(text) >= 2 and text[0] in "\"'“" and text[-1] in "\"'”":
         text = text[1:-1].strip()
+    if max_chars is not None and len(text) > max_chars:
+        ends = [m.end() for m in re.finditer(r"[.!?](\s|$)", text[: max_chars + 1])]
+        if ends:
+            text = text[: ends[-1]].strip()
     return text
 
 
 # --------------------------------------------------------------------------------------------------- filters
+COPY_NGRAM = 6
+
 def _words(text: str) -> set[str]:
     return set(re.findall(r"[a-z0-9]+", text.lower()))
 
@@ -145,8 +156,15 @@ def leak_strings(instances: Sequence[Instance], test: Sequence[Instance]) -> lis
     return sorted(out)
 
 
-def reject_reason(candidate: str, accepted: Sequence[str], leaks: Sequence[str], config: DescribeConfig) -> str | None:
-    """Why a cleaned candidate is rejected (None: keep it). ``accepted`` includes the task's own."""
+def ngrams(text: str, n: int = COPY_NGRAM) -> set[tuple[str, ...]]:
+    words = _norm(text).split()
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def reject_reason(candidate: str, accepted: Sequence[str], leaks: Sequence[str], config: DescribeConfig,
+                  copied: set[tuple[str, ...]] = frozenset()) -> str | None:
+    """Why a cleaned candidate is rejected (None: keep it). ``accepted`` includes the task's own; ``copied``
+    holds the word n-grams of the examples shown in the prompt, which a description must not repeat."""
     if not candidate:
         return "empty"
     if len(candidate.split()) < config.min_words:
@@ -156,6 +174,8 @@ def reject_reason(candidate: str, accepted: Sequence[str], leaks: Sequence[str],
     norm = f" {_norm(candidate)} "
     if any(f" {leak} " in norm for leak in leaks):
         return "leaks a test answer"
+    if copied and ngrams(candidate) & copied:
+        return "copies an example"
     words = _words(candidate)
     for other in accepted:
         if _norm(other) == norm.strip():
@@ -168,17 +188,33 @@ def reject_reason(candidate: str, accepted: Sequence[str], leaks: Sequence[str],
 
 # ---------------------------------------------------------------------------------------------- generation
 def _generate(model, tokenizer, prompts: list[str], config: DescribeConfig, seed: int) -> list[str]:
+    """``samples_per_prompt`` sampled replies per prompt, grouped prompt by prompt.
+
+    Each prompt is encoded once and its key/value cache repeated for the samples: ``generate``'s own
+    ``num_return_sequences`` would re-encode the prompt for every sample, which dominates the cost on a CPU.
+    """
     import torch
 
-    torch.manual_seed(seed)
+    n = config.samples_per_prompt
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    ids, mask = enc["input_ids"], enc["attention_mask"]  # (P, L), left padded
+    torch.manual_seed(seed)
     with torch.inference_mode():
+        kwargs = {}
+        if ids.shape[1] > 1:
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (P, L)
+            prefix = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                           use_cache=True)
+            cache = prefix.past_key_values
+            if hasattr(cache, "batch_repeat_interleave"):
+                cache.batch_repeat_interleave(n)
+                kwargs["past_key_values"] = cache
         out = model.generate(
-            **enc, do_sample=True, temperature=config.temperature, top_p=config.top_p,
-            max_new_tokens=config.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-        )
-    new = out[:, enc["input_ids"].shape[1]:]  # (B, new tokens)
-    return tokenizer.batch_decode(new, skip_special_tokens=True)
+            input_ids=ids.repeat_interleave(n, dim=0), attention_mask=mask.repeat_interleave(n, dim=0),
+            do_sample=True, temperature=config.temperature, top_p=config.top_p,
+            max_new_tokens=config.max_new_tokens, pad_token_id=tokenizer.pad_token_id, **kwargs,
+        )  # (P * n, L + new)
+    return tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
 
 
 def describe_task(task: Task, library: TaskLibrary, model, tokenizer, config: DescribeConfig,
@@ -192,14 +228,15 @@ def describe_task(task: Task, library: TaskLibrary, model, tokenizer, config: De
     want = config.k - 1 + config.k_eval
     accepted: list[str] = []
     rejected: Counter = Counter()
+    copied = set().union(*(ngrams(f"{ex.input} {ex.output}") for ex in examples)) - ngrams(task.definition)
     for round_ in range(config.rounds):
-        prompts = [describe_prompt(tokenizer, task, examples, STYLES[(round_ * config.batch_size + i) % len(STYLES)],
-                                   config) for i in range(config.batch_size)]
+        styles = [STYLES[(round_ * config.prompts_per_round + i) % len(STYLES)] for i in range(config.prompts_per_round)]
+        prompts = [describe_prompt(tokenizer, task, examples, style, config) for style in styles]
         seed = rng.randrange(2**31)
-        candidates = [clean_description(t) for t in _generate(model, tokenizer, prompts, config, seed)]
+        candidates = [clean_description(t, config.max_chars) for t in _generate(model, tokenizer, prompts, config, seed)]
         scores = similarity(task.definition, candidates) if similarity else [1.0] * len(candidates)
         for cand, score in zip(candidates, scores):
-            reason = reject_reason(cand, [own, *accepted], leaks, config)
+            reason = reject_reason(cand, [own, *accepted], leaks, config, copied)
             if reason is None and config.min_similarity is not None and score < config.min_similarity:
                 reason = "off topic"
             if reason:
@@ -269,10 +306,13 @@ def describe_library(
         model, tokenizer = load_model(config.model)
         tokenizer.padding_side = "left"
         similarity = _similarity_fn() if config.min_similarity is not None else None
-        for task in tqdm(todo, desc="describing tasks", unit="task", disable=not progress):
+        rng_for(config.seed, "describe-order").shuffle(todo)  # an interrupted run still covers tasks evenly
+        for i, task in enumerate(tqdm(todo, desc="describing tasks", unit="task", disable=not progress), 1):
             record = describe_task(task, library, model, tokenizer, config, similarity, report)
             write_json(descriptions_file(library.root, task.name), record)
             report.described.append(task.name)
+            if i % REFRESH_EVERY == 0:
+                refresh_descriptions(library.root)
     refresh_descriptions(library.root)
     report.seconds = time.perf_counter() - start
     return report

@@ -182,6 +182,10 @@ def test_resume_with_another_config_is_refused(world, tmp_path, capsys):
     assert main(["train", "sft", "--config", str(other), "--out", str(tmp_path / "run"), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "another config" in err and "loop" in err
+    # threads are an execution detail: a resume may change them
+    assert main(["train", "sft", "--config", str(cfg), "--out", str(tmp_path / "run"), "--resume",
+                 "--set", "loop.num_threads=2"]) == 0
+    capsys.readouterr()
     # and a fresh run into a used directory is refused rather than mixing two runs
     assert main(["train", "sft", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
     assert "already holds a training run" in capsys.readouterr().err

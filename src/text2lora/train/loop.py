@@ -71,8 +71,20 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
+#: Execution details a resumed run may change (threads, loggers): they do not change what is computed.
+_NOT_FINGERPRINTED = {"loop": ("num_threads", "log_with")}
+
+
+def _fingerprinted(config: dict[str, Any]) -> dict[str, Any]:
+    out = dict(config)
+    for section, keys in _NOT_FINGERPRINTED.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k not in keys}
+    return out
+
+
 def config_fingerprint(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(_fingerprinted(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def check_out_dir(out_dir: Path, resume: bool) -> None:
@@ -136,7 +148,8 @@ def train(
 
         saved = read_json(point / "config.json", "checkpoint config")
         if config_fingerprint(saved) != fingerprint:
-            changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+            a, b = _fingerprinted(saved), _fingerprinted(config)
+            changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             raise Text2LoraError(f"{point} was made with another config (differs in: {', '.join(changed)}); refusing to resume")
         state = load_training_checkpoint(point, model=model, optimizer=optimizer, scheduler=scheduler)
         start, best, best_step = state["step"], state.get("best", math.inf), state.get("best_step")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -57,6 +58,9 @@ class Scale:
 SCALES = {
     "quick": Scale(seen_eval=4, recon_extra=1, train_tasks=16, unseen_eval=4, lora_steps=30, multitask_steps=60,
                    recon_steps=400, sft_steps=80, max_instances=10, groups="train,heldout", expected_minutes=25),
+    # checks the wiring end to end in minutes; its numbers mean nothing
+    "smoke": Scale(seen_eval=2, recon_extra=0, train_tasks=3, unseen_eval=2, lora_steps=2, multitask_steps=2,
+                   recon_steps=20, sft_steps=2, max_instances=3, groups="train,random", expected_minutes=10),
     "small": Scale(seen_eval=8, recon_extra=6, train_tasks=48, unseen_eval=10, lora_steps=60, multitask_steps=300,
                    recon_steps=1500, sft_steps=500, max_instances=20, groups="train,heldout,other,random",
                    expected_minutes=140),
@@ -238,13 +242,15 @@ def run(args) -> int:
         return 0
     print(f"quality benchmark, scale {args.scale} (expected <= {scale.expected_minutes} min on 2 CPU cores); "
           f"work dir {work}; library {library}")
+    if args.threads:  # inherited by every stage; not an input (results do not depend on it)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     runner = StageRunner(work / "stages", force=tuple(args.force), dry_run=args.dry_run)
     started = time.perf_counter()
     stages = build_stages(args, scale, work)
-    runner.run(stages[0], 1, len(stages))
-    if args.dry_run and len(stages) == 1:
-        print("(dry run: the remaining stages are planned once `select` has run)")
-        return 0
+    # selection is cheap and the plan depends on it: it runs even in a dry run
+    runner.dry_run = False
+    runner.run(stages[0], 1, "?")
+    runner.dry_run = args.dry_run
     stages = build_stages(args, scale, work)
     for i, stage in enumerate(stages[1:], 2):
         runner.run(stage, i, len(stages))
@@ -266,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--library", default=str(default_library_dir()), help="prepared task library")
     parser.add_argument("--work", default=None, help="work directory (default runs/bench-quality-<scale>)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads for every stage (1 can be much faster on a busy machine)")
     parser.add_argument("--force", action="append", default=[], help="rerun this stage (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print what would run")
     parser.add_argument("--select-only", action="store_true", help=argparse.SUPPRESS)

@@ -99,7 +99,7 @@ class StageRunner:
             return "resume"
         return "fresh"
 
-    def run(self, stage: Stage, index: int, total: int) -> Outcome:
+    def run(self, stage: Stage, index: int, total: int | str) -> Outcome:
         status = self.status(stage)
         head = f"[{index}/{total}] {stage.name}: {stage.what}"
         if status == "cached":

@@ -34,6 +34,7 @@ def eval_(
     report: Annotated[Optional[Path], typer.Option("--report", "-r", help="Write results.json, results.md and results.png here.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Score cache (default $TEXT2LORA_HOME/eval-cache).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Score everything; read and write no cache.")] = False,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's choice; 1 can be faster on a busy machine).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Score methods on tasks: generation by greedy decoding (ROUGE-L, exact match), multiple choice by option
@@ -53,7 +54,7 @@ def eval_(
         task_file=_str(task_file), description=description, groups=tuple(split_list(groups)),
         lora_library=_str(lora_library), t2l_sft=_str(t2l_sft), t2l_recon=_str(t2l_recon),
         t2l_checkpoint=_str(t2l_checkpoint), batch_size=batch_size, cache_dir=_str(cache_dir), use_cache=not no_cache,
-        progress=not quiet,
+        progress=not quiet, threads=threads,
     )
     result = evaluate(config)
     typer.echo("averages (ROUGE-L / accuracy x100):")

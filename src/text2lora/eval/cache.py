@@ -3,7 +3,7 @@ changes the score, so a rerun computes only what changed.
 
 The key covers the method (name, kind and the content hash of its adapter or checkpoint files), the base model
 (name and its files' sizes and modification times), the task's scored instances, the prompt (variant,
-description text, ICL examples) and :class:`~text2lora.eval.config.EvalSettings`. Files live at
+description text, ICL examples, token budget) and, for generation tasks, the decoding length. Files live at
 ``<root>/<key[:2]>/<key>.json``, written atomically; an unreadable file is a miss, never an error.
 """
 

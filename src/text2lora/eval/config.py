@@ -20,7 +20,8 @@ DEFAULT_GROUPS = ("train", "heldout")
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """Everything that changes a score: a change here recomputes (the cache key holds all of it)."""
+    """Everything that changes a score. Each unit's cache key holds what these settings make of it (its
+    instances, description, ICL shots, prompt budget, decoding length), so a change recomputes only affected units."""
 
     base_model: str = BUNDLED_BASE  #: the model every method runs on
     max_instances: int = 20  #: test instances per task (the first N of its test split)
@@ -63,6 +64,7 @@ class EvalConfig:
     cache_dir: str | None = None  #: score cache (None: $TEXT2LORA_HOME/eval-cache)
     use_cache: bool = True  #: False: compute everything, write nothing to the cache
     progress: bool = True  #: progress bars
+    threads: int | None = None  #: torch CPU threads (None: torch's default; 1 is often faster on a busy machine)
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -75,6 +77,8 @@ class EvalConfig:
                 raise Text2LoraError(f"unknown description group {g!r}; choose from {', '.join(GROUPS)}")
         if not self.groups:
             raise Text2LoraError("give at least one description group")
+        if self.threads is not None and self.threads < 1:
+            raise Text2LoraError("threads must be >= 1")
         if self.batch_size < 1:
             raise Text2LoraError("batch-size must be >= 1")
         if self.max_tasks is not None and self.max_tasks < 1:

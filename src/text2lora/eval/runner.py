@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from text2lora.data.task import GENERATION
 from text2lora.errors import Text2LoraError
 from text2lora.eval.cache import ScoreCache, cache_key, default_cache_dir, stat_files
 from text2lora.eval.config import EvalConfig
@@ -55,6 +56,10 @@ def evaluate(config: EvalConfig, *, model=None, tokenizer=None, echo: Callable[[
 
     t_start = time.perf_counter()
     settings = config.settings
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
     etasks, all_tasks = load_tasks(config)
     for name in config.methods:
         method_path(name, config)  # missing files fail before the model loads
@@ -68,7 +73,9 @@ def evaluate(config: EvalConfig, *, model=None, tokenizer=None, echo: Callable[[
     cache = ScoreCache((config.cache_dir or default_cache_dir()) if config.use_cache else None)
     groups = DescriptionGroups(all_tasks, settings.descriptions_per_group, settings.seed)
     base_fp = {"name": settings.base_model, "files": stat_files(resolve_model(settings.base_model))}
-    common = {"base_model": base_fp, "settings": settings.to_dict()}
+    # Instances, descriptions and ICL shots enter the key as data, so of the settings only the decoding
+    # length and the prompt budget remain: a changed setting recomputes only the units it affects.
+    common = {"base_model": base_fp}
     by_name = {t.name: t for t in etasks}
     task_fp = {t.name: t.fingerprint() for t in etasks}
     echo(f"evaluating {len(methods)} methods on {len(etasks)} tasks "
@@ -88,8 +95,7 @@ def evaluate(config: EvalConfig, *, model=None, tokenizer=None, echo: Callable[[
         for u in units:
             fields = {**common, "method": method.fingerprint(u), "task": u.task, "task_data": task_fp[u.task],
                       "group": u.group, "description": u.description, "prompt": u.prompt}
-            if u.prompt == ICL:
-                fields["shots"] = by_name[u.task].shots_fingerprint(settings.icl_shots, settings.seed)
+            fields.update(_setting_fields(u, by_name[u.task], settings))
             keyed.append((u, cache_key(fields)))
         found = {key: cache.get(key) for _, key in keyed}
         pending = [(u, key) for u, key in keyed if found[key] is None]
@@ -109,6 +115,18 @@ def evaluate(config: EvalConfig, *, model=None, tokenizer=None, echo: Callable[[
     tasks = [{"name": t.name, "split": t.split, "metric": t.metric, "n": len(t.instances)} for t in etasks]
     return EvalResult(config=config.to_dict(), records=records, tasks=tasks, columns=columns, skipped=skipped,
                       timing=timing, environment=_environment(), methods=[m.describe() for m in methods])
+
+
+def _setting_fields(unit: Unit, etask: EvalTask, settings) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if etask.metric == GENERATION:
+        fields["max_new_tokens"] = settings.max_new_tokens
+    if unit.prompt == ICL:
+        fields["max_prompt_tokens"] = settings.icl_max_prompt_tokens
+        fields["shots"] = etask.shots_fingerprint(settings.icl_shots, settings.seed)
+    else:
+        fields["max_prompt_tokens"] = settings.max_prompt_tokens
+    return fields
 
 
 def _score(method: Method, pending: list[tuple[Unit, str]], by_name: dict[str, EvalTask], model, tokenizer,

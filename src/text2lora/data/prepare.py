@@ -119,11 +119,9 @@ class _Builder:
         self.per_source[item.task.source] += 1
 
 
-def _bigbench_sources(builder: _Builder, progress: bool) -> dict[str, str]:
+def _bigbench_sources(builder: _Builder, root: Path, progress: bool) -> dict[str, str]:
     from tqdm import tqdm
 
-    sdist = bigbench.fetch_sdist()
-    root = bigbench.extract_tasks(sdist, progress=progress)
     dirs = sorted(p for p in root.iterdir() if p.is_dir())
     # Natural Instructions first: its tasks have the richest definitions.
     dirs.sort(key=lambda p: p.name != NI1_DIR)
@@ -138,6 +136,8 @@ def _bigbench_sources(builder: _Builder, progress: bool) -> dict[str, str]:
 def prepare_library(config: PrepareConfig, *, progress: bool = True,
                     load_tokenizer: Callable | None = None) -> PrepareReport:
     """Build (or rebuild) the task library described by ``config``."""
+    if config.bigbench:  # first: a registry problem should show before the slow steps
+        sources_root = bigbench.extract_tasks(bigbench.fetch_sdist(quiet=not progress), progress=progress)
     if load_tokenizer is None:
         from text2lora.models.base import load_tokenizer
     tokenizer = load_tokenizer(config.tokenizer)
@@ -145,7 +145,7 @@ def prepare_library(config: PrepareConfig, *, progress: bool = True,
     builder = _Builder(config, tokenizer)
     sources: dict[str, str] = {}
     if config.bigbench:
-        sources.update(_bigbench_sources(builder, progress))
+        sources.update(_bigbench_sources(builder, sources_root, progress))
     for path in config.extra:
         result = load_path(path, format=config.format, description=config.description)
         for item in [*result.problems, *result.tasks]:

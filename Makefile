@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-unit test-integration bench-generate clean
+.PHONY: install demo test test-unit test-integration test-browser bench-generate bench-train bench-serve clean
 
 install: $(STAMP)
 
@@ -30,8 +30,19 @@ test-unit: install
 test-integration: install
 	$(BIN)/python -m pytest -q -m integration
 
+# Installs Debian's chromium and playwright (no browser download), then drives the web page headless.
+test-browser: install
+	PYTHON="$(abspath $(BIN))/python" bash scripts/install_browser_test.sh
+	$(BIN)/python -m pytest -q -m browser tests/serve
+
 bench-generate: install
 	$(BIN)/python benchmarks/generate_speed.py
+
+bench-train: install
+	$(BIN)/python benchmarks/train_speed.py
+
+bench-serve: install
+	$(BIN)/python benchmarks/serve_throughput.py
 
 clean:
 	rm -rf $(VENV) demo-adapter .pytest_cache

@@ -96,13 +96,15 @@ def describe(
     min_similarity: float = typer.Option(0.45, help="Reject descriptions less similar to the definition (MiniLM "
                                                     "cosine); 0 disables the check."),
     seed: int = typer.Option(0),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice; 1 is faster "
+                                                     "on a busy shared CPU)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Write K descriptions per task with a local instruct model (cached per task; resumable)."""
     from text2lora.data.describe import DescribeConfig, describe_library
 
     config = DescribeConfig(model=model, k=k, k_eval=k_eval, samples_per_prompt=samples_per_prompt, rounds=rounds,
-                            min_similarity=min_similarity or None, seed=seed)
+                            min_similarity=min_similarity or None, seed=seed, threads=threads)
     report = describe_library(library, config, names=task or None, limit=limit, progress=not quiet)
     typer.echo(f"described {len(report.described)} tasks in {report.seconds:.0f} s "
                f"({len(report.cached)} already cached)")

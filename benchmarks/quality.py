@@ -128,6 +128,12 @@ def _write_config(path: Path, base: Path, overrides: dict) -> dict:
     return data
 
 
+def _product(path: Path) -> str | None:
+    """Content hash of an upstream stage's output file (None while it does not exist): downstream stages
+    rerun when, and only when, what they read changed."""
+    return sha256_file(path) if path.is_file() else None
+
+
 def _has_checkpoints(run: Path) -> bool:
     return run.is_dir() and any((p / "trainer.json").is_file() for p in run.glob("ckpt-*"))
 
@@ -164,7 +170,7 @@ def build_stages(args, scale: Scale, work: Path) -> list[Stage]:
             {"config": cfg, "select": select.fingerprint},
             done=(lora_lib / task / "adapter_config.json").is_file, clean=[lora_lib / task, run_dir],
             resume_args=["--resume"], can_resume=lambda r=run_dir: _has_checkpoints(r)))
-    lora_prints = {s.name: s.fingerprint for s in stages if s.name.startswith("lora:")}
+    adapters = {t: _product(lora_lib / t / "adapter_model.safetensors") for t in chosen["lora_tasks"]}
 
     cfg_path = work / "configs" / "lora-multitask.yaml"
     cfg = _write_config(cfg_path, REPO / "configs" / "smollm2-lora.yaml", {
@@ -187,7 +193,7 @@ def build_stages(args, scale: Scale, work: Path) -> list[Stage]:
     stages.append(Stage(
         "t2l-recon", f"T2L-recon on the {len(chosen['lora_tasks'])}-task LoRA library, {scale.recon_steps} steps",
         cli + ["train", "recon", "--library", str(lora_lib), "--config", str(cfg_path), "--out", str(recon_dir)],
-        {"config": cfg, "loras": lora_prints},
+        {"config": cfg, "adapters": adapters},
         done=(recon_dir / "best" / "t2l_config.json").is_file, clean=[recon_dir],
         resume_args=["--resume"], can_resume=lambda: _has_checkpoints(recon_dir)))
 
@@ -214,7 +220,10 @@ def build_stages(args, scale: Scale, work: Path) -> list[Stage]:
     stages.append(Stage(
         "eval", f"score {len(METHODS)} methods on {len(chosen['seen_eval'])} seen + {len(chosen['unseen_eval'])} "
                 f"unseen tasks, {scale.max_instances} instances each (cached per method, task, description)",
-        command, {"upstream": [s.fingerprint for s in stages]},
+        command, {"select": select.fingerprint, "adapters": adapters,
+                  "multitask": _product(lora_lib / "_multitask" / "adapter_model.safetensors"),
+                  "t2l-recon": _product(recon_dir / "best" / "hypernet.safetensors"),
+                  "t2l-sft": _product(sft_dir / "best" / "hypernet.safetensors")},
         done=(report / "results.json").is_file, clean=[report]))
     return stages
 
@@ -251,9 +260,13 @@ def run(args) -> int:
     runner.dry_run = False
     runner.run(stages[0], 1, "?")
     runner.dry_run = args.dry_run
-    stages = build_stages(args, scale, work)
-    for i, stage in enumerate(stages[1:], 2):
-        runner.run(stage, i, len(stages))
+    index = 1
+    while True:  # replanned before each stage: a stage's inputs include the outputs of the stages before it
+        stages = build_stages(args, scale, work)
+        if index >= len(stages):
+            break
+        runner.run(stages[index], index + 1, len(stages))
+        index += 1
     print(f"\nstages (wall {(time.perf_counter() - started) / 60:.1f} min):")
     print("\n".join(runner.summary()))
     results = work / "report" / "results.md"

@@ -9,7 +9,8 @@ that its output exists. Its fingerprint is the sha256 of those inputs. The runne
   ``resume_args`` when ``can_resume()`` says there is something to resume from, else from scratch;
 * anything else (no record, other inputs, output gone): the stage's ``clean`` paths are removed, then it runs.
 
-Downstream stages put their upstream stages' fingerprints into their inputs, so a change reruns everything after it.
+Downstream stages put what they read from upstream (a fingerprint, or a content hash of the output) into their
+inputs, so a change reruns what depends on it.
 """
 
 from __future__ import annotations

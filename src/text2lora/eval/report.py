@@ -123,9 +123,10 @@ def bar_chart(result, avg, path: Path) -> bool:
     width = 0.8 / max(1, len(splits))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(labels) + 2), 4.2))
     for k, split in enumerate(splits):
-        values = [100 * (avg.get(lb, {}).get(split, {}).get("score") or 0.0) for lb in labels]
-        xs = [i + (k - (len(splits) - 1) / 2) * width for i in range(len(labels))]
-        bars = ax.bar(xs, values, width, label=f"{split} tasks")
+        scores = [avg.get(lb, {}).get(split, {}).get("score") for lb in labels]
+        present = [i for i, v in enumerate(scores) if v is not None]  # no bar where a method has no score
+        xs = [i + (k - (len(splits) - 1) / 2) * width for i in present]
+        bars = ax.bar(xs, [100 * scores[i] for i in present], width, label=f"{split} tasks", color=f"C{k}")
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)

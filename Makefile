@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-unit test-integration test-browser bench-generate bench-train bench-serve clean
+.PHONY: install demo test test-unit test-integration test-browser bench-generate bench-train bench-serve bench-quality bench-quality-quick clean
 
 install: $(STAMP)
 
@@ -43,6 +43,13 @@ bench-train: install
 
 bench-serve: install
 	$(BIN)/python benchmarks/serve_throughput.py
+
+# The quality pipeline on the bundled model; every stage is cached, so an interrupted run resumes.
+bench-quality: install
+	$(BIN)/python benchmarks/quality.py --scale small
+
+bench-quality-quick: install
+	$(BIN)/python benchmarks/quality.py --scale quick
 
 clean:
 	rm -rf $(VENV) demo-adapter .pytest_cache

@@ -170,6 +170,9 @@ def test_description_filters():
     assert clean_description('Sure, here is the description:\n\n"Name the animal in the sentence."') \
         == "Name the animal in the sentence."
     assert clean_description("Description: Add the numbers.\n\nExtra chatter.") == "Add the numbers."
+    assert clean_description("Sort the words. Then write them down in a list, separated by") == "Sort the words."
+    assert clean_description("Sort the words and write them down in") == "Sort the words and write them down in"
+    assert clean_description("One. Two. Three.", max_chars=9) == "One. Two."
     instances = [Instance("q1", "Berlin Germany"), Instance("q2", "yes"), Instance("q3", "yes")]
     leaks = leak_strings(instances, instances)
     assert leaks == ["berlin germany"]  # "yes" is a label shared by instances, not a leak

@@ -119,8 +119,8 @@ _LABEL = re.compile(r"^(task description|description|instruction|task|summary|an
 
 
 def clean_description(text: str, max_chars: int | None = None) -> str:
-    """First paragraph, without a chatty preamble, a leading label or wrapping quotes; over ``max_chars``, cut
-    after the last full sentence that fits (so a reply stopped by the token limit keeps its complete part)."""
+    """First paragraph, without a chatty preamble, a leading label or wrapping quotes; when it is over
+    ``max_chars`` or ends mid-sentence (stopped by the token limit), cut after the last full sentence."""
     text = text.strip()
     for _ in range(3):  # "Sure! Here is a description: ..." has two preambles
         text = _PREAMBLE.sub("", text, count=1).strip()
@@ -129,8 +129,10 @@ def clean_description(text: str, max_chars: int | None = None) -> str:
     text = " ".join(text.split())
     if len(text) >= 2 and text[0] in "\"'“" and text[-1] in "\"'”":
         text = text[1:-1].strip()
-    if max_chars is not None and len(text) > max_chars:
-        ends = [m.end() for m in re.finditer(r"[.!?](\s|$)", text[: max_chars + 1])]
+    limit = len(text) if max_chars is None else max_chars
+    if len(text) > limit or not text.endswith((".", "!", "?", '"', ")")):
+        # over-long, or stopped by the token limit mid-sentence: keep the complete sentences, if any
+        ends = [m.end() for m in re.finditer(r"[.!?](\s|$)", text[: limit + 1])]
         if ends:
             text = text[: ends[-1]].strip()
     return text

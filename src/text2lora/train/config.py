@@ -76,14 +76,21 @@ class LoopConfig:
 
 
 @dataclass
-class SFTConfig:
-    """T2L trained end to end through the frozen base model."""
+class HypernetRecipeConfig:
+    """What every recipe that trains a hypernetwork needs: the base model, its targets, the hypernetwork, the
+    description encoder and the tasks."""
 
     base_model: str = BUNDLED_BASE
     targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     hypernet: HyperNetConfig = field(default_factory=HyperNetConfig)
     encoder: EncoderSpec = field(default_factory=lambda: EncoderSpec(name=BUNDLED_ENCODER))
     data: DataConfig = field(default_factory=DataConfig)
+
+
+@dataclass
+class SFTConfig(HypernetRecipeConfig):
+    """T2L trained end to end through the frozen base model."""
+
     loop: LoopConfig = field(default_factory=LoopConfig)
     label_smoothing: float = 0.1
     l2: float = 1e-3  #: coefficient of the mean squared value of the generated A and B
@@ -106,14 +113,9 @@ class LoraTrainConfig:
 
 
 @dataclass
-class ReconConfig:
+class ReconConfig(HypernetRecipeConfig):
     """T2L trained to reproduce a library of per-task LoRAs."""
 
-    base_model: str = BUNDLED_BASE
-    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-    hypernet: HyperNetConfig = field(default_factory=HyperNetConfig)
-    encoder: EncoderSpec = field(default_factory=lambda: EncoderSpec(name=BUNDLED_ENCODER))
-    data: DataConfig = field(default_factory=DataConfig)
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=2000, lr=1e-3, eval_every=200, save_every=500))
     loss: str = "dW"  #: "dW" (L1 on B·A) or "AB" (L1 on A and B)
     zscore: bool = False  #: with loss "AB": z-score each element across the library's tasks

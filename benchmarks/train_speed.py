@@ -1,7 +1,7 @@
 """Time per training step: T2L-SFT (L, M, S) against a plain PEFT LoRA step on the same batch of the bundled
 model, in one run; and tokens/s with completion-only logits against full-vocabulary logits. Prints Markdown.
 
-    python benchmarks/train_speed.py [--steps 10] [--batch 8] [--library DIR]
+    python benchmarks/train_speed.py [--steps 10] [--batch 8] [--library DIR] [--threads N]
 
 Needs a prepared task library (``text2lora data prepare``). Both recipes are the ones ``text2lora train`` runs.
 """
@@ -47,18 +47,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--library", default=None)
     parser.add_argument("--variants", default="LMS")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     library = TaskLibrary.load(args.library)
-    data = {"library": args.library, "tasks_per_batch": args.batch, "examples_per_task": 1,
+    data = {"library": args.library, "tasks_per_batch": args.batch, "examples_per_task": 1, "max_tasks": args.batch,
             "max_prompt_tokens": 96, "max_output_tokens": 24}
     rows = []
     t2l_model, tok = load_base_model(BUNDLED_BASE)
     peft_base, _ = load_base_model(BUNDLED_BASE)
-    lora_recipe = {
-        full: LoraRecipe(build_config("lora", {"data": data}), [t.name for t in library.seen()][: args.batch],
-                         library=library, model=peft_base, tokenizer=tok, full_logits=full)
-        for full in (False, True)
-    }
+    lora_recipe = LoraRecipe(build_config("lora", {"data": data}), [t.name for t in library.seen()][: args.batch],
+                             library=library, model=peft_base, tokenizer=tok)
     sft_cfg = {v: build_config("sft", {"data": data, "hypernet": {"variant": v}}) for v in args.variants}
     first = SFTRecipe(sft_cfg[args.variants[0]], library=library, model=t2l_model, tokenizer=tok)
     batch = first.batch(0, 0, 1)  # the same 8 examples for every contender
@@ -66,14 +66,15 @@ def main() -> None:
     completion = int((batch["labels"] != -100).sum())
     print(f"batch: {len(batch['input_ids'])} examples, {batch['input_ids'].shape[1]} positions, {tokens} tokens "
           f"({completion} completion); torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    peft_s = time_steps(lora_recipe[False], batch, args.steps)
+    peft_s = time_steps(lora_recipe, batch, args.steps)
     rows.append(("PEFT LoRA (completion-only logits)", peft_s))
-    rows.append(("PEFT LoRA (full-vocabulary logits)", time_steps(lora_recipe[True], batch, args.steps)))
+    lora_recipe.full_logits = True
+    rows.append(("PEFT LoRA (full-vocabulary logits)", time_steps(lora_recipe, batch, args.steps)))
     for v in args.variants:
         recipe = first if v == args.variants[0] else SFTRecipe(sft_cfg[v], library=library, model=t2l_model, tokenizer=tok)
         rows.append((f"T2L-SFT {v} (completion-only logits)", time_steps(recipe, batch, args.steps)))
-    full_l = SFTRecipe(sft_cfg[args.variants[0]], library=library, model=t2l_model, tokenizer=tok, full_logits=True)
-    rows.append((f"T2L-SFT {args.variants[0]} (full-vocabulary logits)", time_steps(full_l, batch, args.steps)))
+    first.full_logits = True
+    rows.append((f"T2L-SFT {args.variants[0]} (full-vocabulary logits)", time_steps(first, batch, args.steps)))
     print("| step | median s/step | tokens/s | vs PEFT LoRA step |")
     print("|---|---:|---:|---:|")
     for name, s in rows:

@@ -13,7 +13,7 @@ import json
 
 import torch
 
-from text2lora.checkpoint import build_from_meta, load_checkpoint
+from text2lora.checkpoint import load_checkpoint
 from text2lora.train.config import load_config
 from text2lora.train.sft import SFTRecipe
 
@@ -29,8 +29,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cfg = load_config("sft", args.config)
     recipe = SFTRecipe(cfg)
-    trained, meta = load_checkpoint(args.checkpoint)
-    start = build_from_meta(recipe.meta, seed=cfg.loop.seed).eval()
+    trained, _ = load_checkpoint(args.checkpoint)
+    start = recipe.hypernet.eval()  # freshly built: bias-HyperInit, i.e. the base model
     rows = {"start (bias-HyperInit = base model)": recipe.evaluate(start), "trained": recipe.evaluate(trained)}
     sizes = {v.name: (len({r.task for r in v.refs}), len(v.refs)) for v in recipe.val_sets}
     names = [v.name for v in recipe.val_sets]

@@ -189,3 +189,18 @@ def test_resume_with_another_config_is_refused(world, tmp_path, capsys):
     # and a fresh run into a used directory is refused rather than mixing two runs
     assert main(["train", "sft", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
     assert "already holds a training run" in capsys.readouterr().err
+
+
+def test_resume_on_a_changed_library_is_refused(world, tmp_path, capsys):
+    import shutil
+
+    model_dir, library = world
+    own = shutil.copytree(library, tmp_path / "library")
+    cfg = write_config(tmp_path / "a.yaml", sft_config_dict(model_dir, own, steps=4, save_every=2, eval_every=4))
+    assert main(["train", "sft", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    index = json.loads((own / "index.json").read_text())
+    index["tasks"][0]["descriptions"].append("Repeat the word you are given.")
+    (own / "index.json").write_text(json.dumps(index))
+    capsys.readouterr()
+    assert main(["train", "sft", "--config", str(cfg), "--out", str(tmp_path / "run"), "--resume"]) == 2
+    assert "library_index_sha256" in capsys.readouterr().err

@@ -16,6 +16,28 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a c
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")]
 
 
+def _run_config(cfg, library_root, **extra) -> dict:
+    """The resolved config plus a fingerprint of the task library's index: resuming on changed data (new
+    descriptions, another split) is then refused like a changed config."""
+    import hashlib
+
+    from text2lora.data.library import INDEX, default_library_dir
+    from text2lora.train.config import config_to_dict
+
+    index = Path(library_root or default_library_dir()) / INDEX
+    digest = hashlib.sha256(index.read_bytes()).hexdigest()[:16] if index.is_file() else None
+    return {**config_to_dict(cfg), "library_index_sha256": digest, **extra}
+
+
+def _check_run_dir(out: Path, resume: bool, run_config: dict) -> None:
+    """Fail on an unusable --out or a mismatched --resume before any model loads."""
+    from text2lora.train.loop import check_out_dir, check_resume_config
+
+    check_out_dir(out, resume)
+    if resume:
+        check_resume_config(out, run_config)
+
+
 def _overrides(items: list[str] | None) -> dict:
     import yaml
 
@@ -43,14 +65,15 @@ def sft(
     Example: text2lora train sft --config configs/smollm2-sft.yaml --out runs/sft
     The trained hypernetwork is written to OUT/best (lowest validation loss) and OUT/final.
     """
-    from text2lora.train.config import config_to_dict, load_config
-    from text2lora.train.loop import check_out_dir, train
+    from text2lora.train.config import load_config
+    from text2lora.train.loop import train
     from text2lora.train.sft import SFTRecipe
 
     cfg = load_config("sft", config, _overrides(set_))
-    check_out_dir(out, resume)
+    run_config = _run_config(cfg, cfg.data.library)
+    _check_run_dir(out, resume, run_config)
     recipe = SFTRecipe(cfg, cache_dir=out / "cache")
-    result = train(recipe, cfg.loop, out, config_to_dict(cfg), resume=resume)
+    result = train(recipe, cfg.loop, out, run_config, resume=resume)
     print(f"done: {result.steps} steps; best {recipe.primary_metric} {result.best} at step {result.best_step}; "
           f"checkpoint {out / 'best'}")
 
@@ -68,10 +91,10 @@ def lora(
 
     Example: text2lora train lora --task ni_task001 --task ni_task002 --out runs/lora-library
     """
-    from text2lora.train.config import config_to_dict, load_config
+    from text2lora.train.config import load_config
     from text2lora.train.data import select_tasks
     from text2lora.train.lora import MULTITASK, LoraRecipe, install_adapter
-    from text2lora.train.loop import check_out_dir, train
+    from text2lora.train.loop import train
     from text2lora.data.library import TaskLibrary
     from text2lora.models.base import load_base_model
     from text2lora.train.sft import model_dtype
@@ -91,7 +114,7 @@ def lora(
                                            device="cuda" if torch.cuda.is_available() else "cpu")
         recipe = LoraRecipe(cfg, tasks, library=library, model=model, tokenizer=tokenizer)
         run_dir = out / ".runs" / name
-        config_dict = {**config_to_dict(cfg), "tasks": tasks}
+        config_dict = _run_config(cfg, cfg.data.library, tasks=tasks)
         result = train(recipe, cfg.loop, run_dir, config_dict, resume=resume and run_dir.exists())
         path = install_adapter(run_dir, out, name)
         print(f"{name}: {result.steps} steps, best val_loss {result.best} at step {result.best_step} -> {path}")
@@ -106,13 +129,14 @@ def recon(
     set_: SetOpt = None,
 ) -> None:
     """Train the hypernetwork to reproduce a library of per-task LoRAs from their tasks' descriptions (T2L-recon)."""
-    from text2lora.train.config import config_to_dict, load_config
-    from text2lora.train.loop import check_out_dir, train
+    from text2lora.train.config import load_config
+    from text2lora.train.loop import train
     from text2lora.train.recon import ReconRecipe
 
     cfg = load_config("recon", config, _overrides(set_))
-    check_out_dir(out, resume)
+    run_config = _run_config(cfg, cfg.data.library, lora_library=str(library))
+    _check_run_dir(out, resume, run_config)
     recipe = ReconRecipe(cfg, library, cache_dir=out / "cache")
-    result = train(recipe, cfg.loop, out, {**config_to_dict(cfg), "lora_library": str(library)}, resume=resume)
+    result = train(recipe, cfg.loop, out, run_config, resume=resume)
     print(f"done: {result.steps} steps; best {recipe.primary_metric} {result.best} at step {result.best_step}; "
           f"checkpoint {out / 'best'}")

@@ -87,6 +87,19 @@ def config_fingerprint(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(_fingerprinted(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def check_resume_config(out_dir: Path, config: dict[str, Any]) -> Path:
+    """The checkpoint to resume from, after checking it was made with this config (and data)."""
+    from text2lora.paths import read_json
+
+    point = find_resume_point(Path(out_dir))
+    saved = read_json(point / "config.json", "checkpoint config")
+    if config_fingerprint(saved) != config_fingerprint(config):
+        a, b = _fingerprinted(saved), _fingerprinted(config)
+        changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        raise Text2LoraError(f"{point} was made with another config (differs in: {', '.join(changed)}); refusing to resume")
+    return point
+
+
 def check_out_dir(out_dir: Path, resume: bool) -> None:
     """Create and probe the run directory; refuse to start a second run in it without ``resume``."""
     try:
@@ -143,14 +156,7 @@ def train(
     start, best, best_step, bad_evals, history = 0, math.inf, None, 0, []
     fingerprint = config_fingerprint(config)
     if resume:
-        point = find_resume_point(out_dir)
-        from text2lora.paths import read_json
-
-        saved = read_json(point / "config.json", "checkpoint config")
-        if config_fingerprint(saved) != fingerprint:
-            a, b = _fingerprinted(saved), _fingerprinted(config)
-            changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-            raise Text2LoraError(f"{point} was made with another config (differs in: {', '.join(changed)}); refusing to resume")
+        point = check_resume_config(out_dir, config)
         state = load_training_checkpoint(point, model=model, optimizer=optimizer, scheduler=scheduler)
         start, best, best_step = state["step"], state.get("best", math.inf), state.get("best_step")
         bad_evals = state.get("bad_evals", 0)

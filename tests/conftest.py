@@ -31,6 +31,19 @@ def tiny_llama(seed: int = 0, **overrides):
     return model.eval()
 
 
+def trained_looking_copy(ckpt: Path, out: Path, std: float) -> Path:
+    """A copy of checkpoint ``ckpt`` with random (non-zero) head weights, standing in for a trained one."""
+    from text2lora.checkpoint import load_checkpoint, save_checkpoint
+
+    net, meta = load_checkpoint(ckpt)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in net.head.weight.values():
+            p.normal_(0, std)
+    meta.trained = True
+    return save_checkpoint(net, meta, out)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny Llama saved as a Hugging Face folder (config + safetensors)."""

@@ -23,17 +23,11 @@ def bundled():
 @pytest.fixture(scope="module")
 def trained_looking(tmp_path_factory):
     """An L checkpoint for the bundled model with random (non-zero) head weights."""
+    from tests.conftest import trained_looking_copy
     from text2lora.api import init_checkpoint
-    from text2lora.checkpoint import load_checkpoint, save_checkpoint
 
     fresh = init_checkpoint(tmp_path_factory.mktemp("fresh") / "t2l")
-    net, meta = load_checkpoint(fresh)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in net.head.weight.values():
-            p.normal_(0, 0.05)
-    meta.trained = True
-    return fresh, save_checkpoint(net, meta, tmp_path_factory.mktemp("trained") / "t2l")
+    return fresh, trained_looking_copy(fresh, tmp_path_factory.mktemp("trained") / "t2l", std=0.05)
 
 
 def test_bundled_layout(bundled):

@@ -26,15 +26,9 @@ def ckpt(tiny_model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained_ckpt(ckpt, tmp_path_factory):
     """The same checkpoint with random head weights, standing in for a trained one."""
-    from text2lora.checkpoint import load_checkpoint, save_checkpoint
+    from tests.conftest import trained_looking_copy
 
-    net, meta = load_checkpoint(ckpt)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in net.head.weight.values():
-            p.normal_(0, 0.02)
-    meta.trained = True
-    return save_checkpoint(net, meta, tmp_path_factory.mktemp("trained") / "t2l")
+    return trained_looking_copy(ckpt, tmp_path_factory.mktemp("trained") / "t2l", std=0.02)
 
 
 def run(argv, capsys):

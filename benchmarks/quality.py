@@ -61,7 +61,7 @@ SCALES = {
     # checks the wiring end to end in minutes; its numbers mean nothing
     "smoke": Scale(seen_eval=2, recon_extra=0, train_tasks=3, unseen_eval=2, lora_steps=2, multitask_steps=2,
                    recon_steps=20, sft_steps=2, max_instances=3, groups="train,random", expected_minutes=10),
-    "small": Scale(seen_eval=8, recon_extra=6, train_tasks=48, unseen_eval=10, lora_steps=60, multitask_steps=300,
+    "small": Scale(seen_eval=8, recon_extra=4, train_tasks=48, unseen_eval=10, lora_steps=40, multitask_steps=240,
                    recon_steps=1500, sft_steps=500, max_instances=20, groups="train,heldout,other,random",
                    expected_minutes=140),
 }
@@ -93,20 +93,31 @@ def _spread(tasks: list, n: int, rng: random.Random, exclude_sources: set[str] =
     return picked
 
 
+def _spread_described(tasks: list, n: int, rng: random.Random, exclude_sources: set[str] = frozenset()) -> list:
+    """Like :func:`_spread`, taking tasks that have generated descriptions (training and held-out ones, from
+    `text2lora data describe`) first: T2L learns from, and the description groups score with, those."""
+    picked = _spread([t for t in tasks if t.eval_descriptions], n, rng, exclude_sources)
+    if len(picked) < n:
+        rest = [t for t in tasks if t not in picked]
+        picked += _spread(rest, n - len(picked), rng, set(exclude_sources) | {t.source for t in picked})
+    return picked
+
+
 def select_tasks(library_dir: Path, scale: Scale, seed: int) -> dict[str, list[str]]:
     from text2lora.data.library import TaskLibrary
 
     lib = TaskLibrary.load(library_dir)
     rng = random.Random(seed)
     enough = [t for t in lib.seen() if t.counts.get("train", 0) >= MIN_TRAIN and t.counts.get("test", 0) >= MIN_TEST]
-    seen_eval = _spread(enough, scale.seen_eval, rng)
-    extra = _spread([t for t in enough if t not in seen_eval], scale.recon_extra, rng,
+    seen_eval = _spread_described(enough, scale.seen_eval, rng)
+    extra = _spread_described([t for t in enough if t not in seen_eval], scale.recon_extra, rng,
                     {t.source for t in seen_eval})
     lora_tasks = seen_eval + extra
     rest = [t for t in lib.seen() if t not in lora_tasks and t.counts.get("train", 0) >= 8]
-    train = lora_tasks + _spread(rest, max(0, scale.train_tasks - len(lora_tasks)), rng,
+    train = lora_tasks + _spread_described(rest, max(0, scale.train_tasks - len(lora_tasks)), rng,
                                  {t.source for t in lora_tasks})
-    unseen = _spread([t for t in lib.unseen() if t.counts.get("test", 0) >= MIN_TEST], scale.unseen_eval, rng)
+    unseen = _spread_described([t for t in lib.unseen() if t.counts.get("test", 0) >= MIN_TEST],
+                               scale.unseen_eval, rng)
     names = lambda ts: sorted(t.name for t in ts)  # noqa: E731
     return {"seen_eval": names(seen_eval), "unseen_eval": names(unseen), "lora_tasks": names(lora_tasks),
             "train_tasks": names(train)}
@@ -265,15 +276,24 @@ def run(args) -> int:
         stages = build_stages(args, scale, work)
         if index >= len(stages):
             break
+        name = stages[index].name
+        if (args.only and not any(name.startswith(p) for p in args.only)) or any(name.startswith(p) for p in args.skip):
+            index += 1  # another process runs it (--only): left alone, its record untouched
+            continue
         runner.run(stages[index], index + 1, len(stages))
         index += 1
     print(f"\nstages (wall {(time.perf_counter() - started) / 60:.1f} min):")
     print("\n".join(runner.summary()))
     results = work / "report" / "results.md"
     if results.is_file() and not args.dry_run:
+        from claims import check
+
         text = results.read_text()
         print("\n" + text.split("## Per task")[0].strip())
-        print(f"\nreport: {work / 'report'} (results.json, results.md, results.png)")
+        claims = check(work / "report")
+        (work / "report" / "claims.md").write_text(claims)
+        print("\n" + claims)
+        print(f"\nreport: {work / 'report'} (results.json, results.md, results.png, claims.md)")
     return 0
 
 
@@ -288,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads for every stage (1 can be much faster on a busy machine)")
     parser.add_argument("--force", action="append", default=[], help="rerun this stage (repeatable)")
+    parser.add_argument("--only", action="append", default=[], metavar="PREFIX",
+                        help="run only the stages whose name starts with PREFIX (repeatable), e.g. two processes "
+                             "`--only t2l-sft` and `--only lora: --only t2l-recon` side by side on a 2-core machine, "
+                             "then one without --only for the rest; stage records are per stage, so this is safe")
+    parser.add_argument("--skip", action="append", default=[], metavar="PREFIX",
+                        help="leave out the stages whose name starts with PREFIX (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print what would run")
     parser.add_argument("--select-only", action="store_true", help=argparse.SUPPRESS)
     return run(parser.parse_args(argv))

@@ -1,65 +1,115 @@
-"""`text2lora demo`: the main job end to end on the bundled defaults."""
+"""`text2lora demo`: the main job end to end on the bundled defaults.
+
+A task the shipped hypernetwork never saw (unseen split) is described in plain English; the hypernetwork turns the
+description into a LoRA in one forward pass; the base model and the adapted model answer a few of the task's test
+inputs, shown one above the other with their scores.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-#: A small task the demo runs on until a task library is prepared: the description and (input, reference) pairs.
-DEMO_TASK = (
-    "Given an English adjective, answer with its antonym: a single word with the opposite meaning.",
-    [("hot", "cold"), ("tall", "short"), ("happy", "sad"), ("fast", "slow")],
-)
+from text2lora.errors import Text2LoraError
+
+WIDTH = 100
 
 
 def demo(
     checkpoint: Annotated[Optional[Path], typer.Option(help="Hypernetwork checkpoint (default: the shipped one).")] = None,
+    task: Annotated[Optional[str], typer.Option(
+        help="A task of the prepared library (`text2lora data list`); default: the bundled unseen demo task.")] = None,
+    library: Annotated[Optional[Path], typer.Option(help="Task library for --task (default: $TEXT2LORA_HOME/library).")] = None,
+    description: Annotated[Optional[str], typer.Option(
+        help="Describe the task in your own words instead of using the task's description.")] = None,
+    n: Annotated[int, typer.Option(min=1, max=32, help="How many test inputs to run.")] = 4,
     out: Annotated[Path, typer.Option(help="Where to write the generated PEFT adapter.")] = Path("demo-adapter"),
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per answer.")] = 24,
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=256, help="Tokens to generate per answer.")] = 24,
 ) -> None:
-    """Describe a task, get a LoRA in one forward pass, and compare the base and adapted model side by side."""
+    """Describe a task, get a LoRA in one forward pass, and compare the base and the adapted model."""
     from text2lora.api import T2L
+    from text2lora.data.prompts import build_prompt
+    from text2lora.eval.config import EvalSettings
     from text2lora.eval.metrics import exact_match, rouge_l
-    from text2lora.generation import chat_prompt, generate_texts
+    from text2lora.generation import generate_texts
     from text2lora.models.base import load_base_model
 
-    description, pairs = DEMO_TASK
+    name, split, source, task_description, instances = _load_task(task, library, n)
+    description = description if description is not None else task_description
+    if not description.strip():
+        raise Text2LoraError("the description is empty")
     t2l = T2L.load(checkpoint)
     if not t2l.meta.trained:
-        print(
-            "NOTE: no trained hypernetwork is shipped yet, so this demo uses a freshly initialised one.\n"
-            "      Its adapters are exact no-ops (dW = 0 by bias-HyperInit): both columns below will match.\n"
-        )
-    print(f"task description: {description}")
+        print("NOTE: this checkpoint is untrained (freshly initialised). Its adapters are exact no-ops\n"
+              "      (dW = 0 by bias-HyperInit): the base and adapted answers below will match.\n")
+    trained_on = set(t2l.meta.info.get("tasks", []) or [])
+    seen_note = ("the hypernetwork was trained on this task" if name in trained_on
+                 else "the hypernetwork never saw this task in training")
+    print(f"task: {name} ({split or 'user'} split; {seen_note})\nsource: {source}")
+    print(_wrap("description: ", description) + "\n")
+
     start = time.perf_counter()
     lora = t2l.generate(description)
     gen_ms = (time.perf_counter() - start) * 1e3
     path = t2l.save_adapter(description, out)
-    print(f"adapter generated in {gen_ms:.0f} ms; PEFT directory written to {path}\n")
+    print(f"adapter generated in {gen_ms:.0f} ms (one hypernetwork pass, encoder included); "
+          f"PEFT adapter written to {path}\n")
 
     model, tokenizer = load_base_model(t2l.meta.base_model)
-    prompts = [chat_prompt(tokenizer, x) for x, _ in pairs]
+    budget = EvalSettings().max_prompt_tokens  # the evaluation harness's prompt budget
+    prompts = [build_prompt(tokenizer, inst, max_prompt_tokens=budget).text for inst in instances]
     base = generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
     adapted = generate_texts(model, tokenizer, prompts, lora=lora, max_new_tokens=max_new_tokens)
-    width = 34
-    print(f"{'input':<10} {'reference':<10} {'base model':<{width}} {'with generated adapter':<{width}}")
-    scores = {"base": [0.0, 0.0], "adapted": [0.0, 0.0]}
-    for (x, ref), b, a in zip(pairs, base, adapted):
-        print(f"{x:<10} {ref:<10} {_cell(b, width)} {_cell(a, width)}")
-        for key, pred in (("base", b), ("adapted", a)):
-            scores[key][0] += exact_match(pred, ref) / len(pairs)
-            scores[key][1] += rouge_l(pred, ref) / len(pairs)
-    print()
-    for key, (em, rl) in scores.items():
-        print(f"{key:<8} exact match {em:.2f}   ROUGE-L {rl:.2f}")
+
+    totals = {"base": [0.0, 0.0], "adapted": [0.0, 0.0]}
+    for i, (inst, b, a) in enumerate(zip(instances, base, adapted), 1):
+        refs = inst.references or [inst.output]
+        print(f"--- example {i}/{len(instances)} " + "-" * 60)
+        print(_wrap("input:     ", inst.input, max_lines=4))
+        print(_wrap("reference: ", refs[0], max_lines=2))
+        for key, label, pred in (("base", "base:      ", b), ("adapted", "adapted:   ", a)):
+            em = max(exact_match(pred, r) for r in refs)
+            rl = max(rouge_l(pred, r) for r in refs)
+            totals[key][0] += em / len(instances)
+            totals[key][1] += rl / len(instances)
+            print(_wrap(label, pred, max_lines=3) + f"\n{'':11}[exact match {em:.0f}, ROUGE-L {rl:.2f}]")
+    print("-" * 80)
+    print(f"{'':<28} {'exact match':>12} {'ROUGE-L':>9}")
+    for key, label in (("base", "base model"), ("adapted", "with the generated adapter")):
+        em, rl = totals[key]
+        print(f"{label:<28} {em:>12.2f} {rl:>9.2f}")
+    print(f"({len(instances)} inputs; the committed quality report scores many more: docs/quality/)")
     sys.stdout.flush()
 
 
-def _cell(text: str, width: int) -> str:
-    one_line = " ".join(text.split())
-    return f"{textwrap.shorten(one_line, width=width, placeholder='...'):<{width}}"
+def _load_task(task: str | None, library: Path | None, n: int):
+    """(name, split, source, description, instances): a library task, or the bundled demo task."""
+    from text2lora.data.library import TaskLibrary
+    from text2lora.data.task import Instance
+
+    if task is not None:
+        lib = TaskLibrary.load(library)
+        t = lib.task(task)
+        instances = lib.instances(t.name, "test")[:n] or lib.instances(t.name)[:n]
+        if not instances:
+            raise Text2LoraError(f"task {t.name} has no instances")
+        return t.name, t.split, f"{t.origin}: {t.name}", t.description, instances
+    data = json.loads(resources.files("text2lora").joinpath("demo_task.json").read_text(encoding="utf-8"))
+    instances = [Instance.from_json(x) for x in data["instances"]][:n]
+    return data["task"], data["split"], f"{data['source']} ({data['license']})", data["description"], instances
+
+
+def _wrap(label: str, text: str, max_lines: int = 6) -> str:
+    lines = textwrap.wrap(" ".join(text.split()) or "(empty)", width=WIDTH - len(label)) or [""]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: WIDTH - len(label) - 4] + " ..."
+    pad = " " * len(label)
+    return label + ("\n" + pad).join(lines)

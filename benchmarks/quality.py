@@ -66,6 +66,9 @@ SCALES = {
                    expected_minutes=140),
 }
 MAX_NEW_TOKENS = 24
+#: T2L-recon is scored with its training descriptions only: it learns to reproduce the LoRA of each description
+#: it was trained on (the paper's reconstruction setting); T2L-SFT gets every group of the scale.
+RECON_GROUPS = "train"
 MIN_TRAIN = 40  #: a seen task needs this many training instances to get a per-task LoRA
 MIN_TEST = 4  #: and this many test instances to be evaluated
 
@@ -223,13 +226,16 @@ def build_stages(args, scale: Scale, work: Path) -> list[Stage]:
 
     report = work / "report"
     eval_tasks = chosen["seen_eval"] + chosen["unseen_eval"]
+    methods = args.methods.split(",") if args.methods else METHODS
     command = cli + [
-        "eval", "-m", ",".join(METHODS), "--library", str(library), "--tasks", ",".join(eval_tasks),
+        "eval", "-m", ",".join(methods), "--library", str(library), "--tasks", ",".join(eval_tasks),
         "--lora-library", str(lora_lib), "--t2l-sft", str(sft_dir / "best"), "--t2l-recon", str(recon_dir / "best"),
-        "--groups", scale.groups, "--max-instances", str(scale.max_instances), "--max-new-tokens", str(MAX_NEW_TOKENS),
+        "--groups", args.groups or scale.groups,
+        *(["--method-groups", f"t2l-recon={RECON_GROUPS}"] if "t2l-recon" in methods else []),
+        "--max-instances", str(scale.max_instances), "--max-new-tokens", str(MAX_NEW_TOKENS),
         "--seed", str(args.seed), "--cache-dir", str(work / "eval-cache"), "--report", str(report)]
     stages.append(Stage(
-        "eval", f"score {len(METHODS)} methods on {len(chosen['seen_eval'])} seen + {len(chosen['unseen_eval'])} "
+        "eval", f"score {len(methods)} methods on {len(chosen['seen_eval'])} seen + {len(chosen['unseen_eval'])} "
                 f"unseen tasks, {scale.max_instances} instances each (cached per method, task, description)",
         command, {"select": select.fingerprint, "adapters": adapters,
                   "multitask": _product(lora_lib / "_multitask" / "adapter_model.safetensors"),
@@ -312,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only the stages whose name starts with PREFIX (repeatable), e.g. two processes "
                              "`--only t2l-sft` and `--only lora: --only t2l-recon` side by side on a 2-core machine, "
                              "then one without --only for the rest; stage records are per stage, so this is safe")
+    parser.add_argument("--methods", default=None,
+                        help=f"methods the eval stage scores, comma-separated (default: {','.join(METHODS)})")
+    parser.add_argument("--groups", default=None,
+                        help="T2L-SFT description groups of the eval stage (default: the scale's)")
     parser.add_argument("--skip", action="append", default=[], metavar="PREFIX",
                         help="leave out the stages whose name starts with PREFIX (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print what would run")

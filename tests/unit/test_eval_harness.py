@@ -102,6 +102,13 @@ def test_every_method_scores_and_a_rerun_hits_the_cache(world, tmp_path):
     assert [r["scores"] for r in second.records] == [r["scores"] for r in first.records]
 
 
+def test_method_groups_override_the_groups_of_one_method(world, tmp_path):
+    cfg = config(world, tmp_path, methods=["t2l-sft", "t2l-recon"], t2l_sft=str(world["t2l"]),
+                 t2l_recon=str(world["t2l"]), groups=("train", "random"), method_groups={"t2l-recon": ("train",)})
+    labels = {r["label"] for r in run(world, cfg).records}
+    assert labels == {"t2l-sft[train]", "t2l-sft[random]", "t2l-recon[train]"}
+
+
 def test_a_changed_adapter_or_setting_recomputes_only_what_changed(world, tmp_path):
     loras = tmp_path / "loras"
     for name in ("copy", "reverse"):
@@ -233,6 +240,9 @@ def test_a_checkpoint_for_another_base_model_is_refused(world, tmp_path, other_m
     (["-m", "t2l-sft", "--t2l-sft", "/nonexistent"], "not found: /nonexistent"),
     (["-m", "base", "--groups", "train,bogus"], "unknown description group 'bogus'"),
     (["-m", "base", "--tasks", "nosuchtask"], "no task 'nosuchtask'"),
+    (["-m", "base", "--method-groups", "t2l-recon"], "write METHOD=GROUP"),
+    (["-m", "base", "--method-groups", "t2l-recon=train"], "not among the methods"),
+    (["-m", "base", "--method-groups", "base=bogus"], "give groups from"),
     (["-m", "base", "--description", "x"], "give the file too"),
 ])
 def test_cli_errors_are_one_line(world, tmp_path, capsys, argv, message):

@@ -19,6 +19,8 @@ def eval_(
     task_file: Annotated[Optional[Path], typer.Option(help="Evaluate a user JSONL task instead: {input, output} or {input, options, answer} per line.")] = None,
     description: Annotated[Optional[str], typer.Option(help="The --task-file task's description (or a header line {\"description\": ...} in the file).")] = None,
     groups: Annotated[str, typer.Option(help="T2L description groups: train, heldout, other, random (comma-separated).")] = "train,heldout",
+    method_groups: Annotated[Optional[list[str]], typer.Option(
+        help="Groups for one method instead of --groups: METHOD=G1,G2 (repeatable), e.g. t2l-recon=train.")] = None,
     lora_library: Annotated[Optional[Path], typer.Option(help="PEFT LoRA library from `train lora` (task-lora, multitask-lora).")] = None,
     t2l_sft: Annotated[Optional[Path], typer.Option("--t2l-sft", help="T2L-SFT checkpoint (e.g. runs/sft/best).")] = None,
     t2l_recon: Annotated[Optional[Path], typer.Option("--t2l-recon", help="T2L-recon checkpoint (e.g. runs/recon/best).")] = None,
@@ -52,6 +54,7 @@ def eval_(
     config = EvalConfig(
         methods=split_list(method), settings=settings, library=_str(library), tasks=tasks, max_tasks=max_tasks,
         task_file=_str(task_file), description=description, groups=tuple(split_list(groups)),
+        method_groups=_method_groups(method_groups or []),
         lora_library=_str(lora_library), t2l_sft=_str(t2l_sft), t2l_recon=_str(t2l_recon),
         t2l_checkpoint=_str(t2l_checkpoint), batch_size=batch_size, cache_dir=_str(cache_dir), use_cache=not no_cache,
         progress=not quiet, threads=threads,
@@ -71,3 +74,16 @@ def _str(path: Path | None) -> str | None:
 
 def register(app: typer.Typer) -> None:
     app.command(name="eval")(eval_)
+
+
+def _method_groups(items: list[str]) -> dict[str, tuple[str, ...]]:
+    from text2lora.errors import Text2LoraError
+    from text2lora.eval.config import split_list
+
+    out: dict[str, tuple[str, ...]] = {}
+    for item in items:
+        method, sep, groups = item.partition("=")
+        if not sep or not method.strip():
+            raise Text2LoraError(f"--method-groups {item!r}: write METHOD=GROUP[,GROUP...], e.g. t2l-recon=train")
+        out[method.strip()] = tuple(split_list([groups]))
+    return out

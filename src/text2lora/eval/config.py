@@ -56,6 +56,8 @@ class EvalConfig:
     task_file: str | None = None  #: a user JSONL task to evaluate instead of library tasks
     description: str | None = None  #: the user task's description (or a header line in the file)
     groups: tuple[str, ...] = DEFAULT_GROUPS  #: T2L description groups to score
+    #: per-method groups instead of ``groups``, e.g. ``{"t2l-recon": ("train",)}``
+    method_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     lora_library: str | None = None  #: PEFT LoRA library (``<dir>/<task>/``, ``<dir>/_multitask/``)
     t2l_sft: str | None = None  #: checkpoint for ``t2l-sft``
     t2l_recon: str | None = None  #: checkpoint for ``t2l-recon``
@@ -77,6 +79,13 @@ class EvalConfig:
                 raise Text2LoraError(f"unknown description group {g!r}; choose from {', '.join(GROUPS)}")
         if not self.groups:
             raise Text2LoraError("give at least one description group")
+        self.method_groups = {m: tuple(g) for m, g in self.method_groups.items()}
+        for m, gs in self.method_groups.items():
+            if m not in self.methods:
+                raise Text2LoraError(f"--method-groups names {m!r}, which is not among the methods "
+                                     f"({', '.join(self.methods)})")
+            if not gs or any(g not in GROUPS for g in gs):
+                raise Text2LoraError(f"--method-groups {m}: give groups from {', '.join(GROUPS)}")
         if self.threads is not None and self.threads < 1:
             raise Text2LoraError("threads must be >= 1")
         if self.batch_size < 1:
@@ -89,7 +98,12 @@ class EvalConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["groups"] = list(self.groups)
+        out["method_groups"] = {m: list(g) for m, g in self.method_groups.items()}
         return out
+
+    def groups_for(self, method: str) -> tuple[str, ...]:
+        """The description groups ``method`` is scored with."""
+        return self.method_groups.get(method, self.groups)
 
 
 def check_method_name(name: str) -> str:

@@ -87,7 +87,7 @@ def evaluate(config: EvalConfig, *, model=None, tokenizer=None, echo: Callable[[
     timing: dict[str, Any] = {"model_load_s": round(t_model - t_start, 2), "methods": {}}
     for method in methods:
         t0 = time.perf_counter()
-        units = [u for t in etasks for u in method.units(t, groups, config.groups)]
+        units = [u for t in etasks for u in method.units(t, groups, config.groups_for(method.name))]
         for u in units:
             if u.label not in columns:
                 columns.append(u.label)

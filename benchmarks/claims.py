@@ -97,15 +97,19 @@ def check(report_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write(report_dir: Path) -> str:
+    """Check the claims against ``report_dir/results.json``, write ``claims.md`` there and return its text."""
+    text = check(report_dir)
+    (report_dir / "claims.md").write_text(text)
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not (Path(argv[0]) / "results.json").is_file():
         print("usage: python benchmarks/claims.py REPORT_DIR   (a directory with results.json)", file=sys.stderr)
         return 2
-    report_dir = Path(argv[0])
-    text = check(report_dir)
-    (report_dir / "claims.md").write_text(text)
-    print(text)
+    print(write(Path(argv[0])))
     return 0
 
 

@@ -292,13 +292,11 @@ def run(args) -> int:
     print("\n".join(runner.summary()))
     results = work / "report" / "results.md"
     if results.is_file() and not args.dry_run:
-        from claims import check
+        from claims import write as write_claims
 
         text = results.read_text()
         print("\n" + text.split("## Per task")[0].strip())
-        claims = check(work / "report")
-        (work / "report" / "claims.md").write_text(claims)
-        print("\n" + claims)
+        print("\n" + write_claims(work / "report"))
         print(f"\nreport: {work / 'report'} (results.json, results.md, results.png, claims.md)")
     return 0
 

@@ -27,7 +27,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,12 +57,12 @@ class Scale:
 
 SCALES = {
     "quick": Scale(seen_eval=4, recon_extra=1, train_tasks=16, unseen_eval=4, lora_steps=30, multitask_steps=60,
-                   recon_steps=400, sft_steps=80, max_instances=10, groups="train,heldout", expected_minutes=25),
+                   recon_steps=1000, sft_steps=80, max_instances=10, groups="train,heldout", expected_minutes=25),
     # checks the wiring end to end in minutes; its numbers mean nothing
     "smoke": Scale(seen_eval=2, recon_extra=0, train_tasks=3, unseen_eval=2, lora_steps=2, multitask_steps=2,
                    recon_steps=20, sft_steps=2, max_instances=3, groups="train,random", expected_minutes=10),
     "small": Scale(seen_eval=8, recon_extra=4, train_tasks=48, unseen_eval=10, lora_steps=40, multitask_steps=240,
-                   recon_steps=1500, sft_steps=500, max_instances=20, groups="train,heldout,other,random",
+                   recon_steps=3000, sft_steps=500, max_instances=20, groups="train,heldout,other,random",
                    expected_minutes=140),
 }
 MAX_NEW_TOKENS = 24
@@ -159,7 +159,10 @@ def build_stages(args, scale: Scale, work: Path) -> list[Stage]:
     selection_file = work / "tasks.json"
     stages: list[Stage] = []
 
-    select_inputs = {"library_index": index_hash, "scale": asdict(scale), "seed": args.seed}
+    # only what the selection reads: a change to steps or instances must not rerun the stages downstream
+    sizes = {k: getattr(scale, k) for k in ("seen_eval", "recon_extra", "train_tasks", "unseen_eval")}
+    select_inputs = {"library_index": index_hash, "sizes": sizes, "min_train": MIN_TRAIN, "min_test": MIN_TEST,
+                     "seed": args.seed}
     select = Stage(
         "select", "pick evaluation, LoRA-library and training tasks",
         [sys.executable, __file__, "--select-only", "--scale", args.scale, "--library", str(library),
@@ -181,7 +184,7 @@ def build_stages(args, scale: Scale, work: Path) -> list[Stage]:
         stages.append(Stage(
             f"lora:{task}", f"per-task LoRA, {scale.lora_steps} steps (early stopping)",
             cli + ["train", "lora", "--task", task, "--config", str(cfg_path), "--out", str(lora_lib)],
-            {"config": cfg, "select": select.fingerprint},
+            {"config": cfg},
             done=(lora_lib / task / "adapter_config.json").is_file, clean=[lora_lib / task, run_dir],
             resume_args=["--resume"], can_resume=lambda r=run_dir: _has_checkpoints(r)))
     adapters = {t: _product(lora_lib / t / "adapter_model.safetensors") for t in chosen["lora_tasks"]}
@@ -195,7 +198,7 @@ def build_stages(args, scale: Scale, work: Path) -> list[Stage]:
     stages.append(Stage(
         "lora:_multitask", f"multi-task LoRA on {len(chosen['train_tasks'])} tasks, {scale.multitask_steps} steps",
         cli + ["train", "lora", "--multitask", "--config", str(cfg_path), "--out", str(lora_lib)],
-        {"config": cfg, "select": select.fingerprint},
+        {"config": cfg},
         done=(lora_lib / "_multitask" / "adapter_config.json").is_file, clean=[lora_lib / "_multitask", run_dir],
         resume_args=["--resume"], can_resume=lambda r=run_dir: _has_checkpoints(r)))
 
@@ -220,7 +223,7 @@ def build_stages(args, scale: Scale, work: Path) -> list[Stage]:
     stages.append(Stage(
         "t2l-sft", f"T2L-SFT on {len(chosen['train_tasks'])} tasks, {scale.sft_steps} steps",
         cli + ["train", "sft", "--config", str(cfg_path), "--out", str(sft_dir)],
-        {"config": cfg, "select": select.fingerprint},
+        {"config": cfg},
         done=(sft_dir / "best" / "t2l_config.json").is_file, clean=[sft_dir],
         resume_args=["--resume"], can_resume=lambda: _has_checkpoints(sft_dir)))
 
@@ -237,7 +240,7 @@ def build_stages(args, scale: Scale, work: Path) -> list[Stage]:
     stages.append(Stage(
         "eval", f"score {len(methods)} methods on {len(chosen['seen_eval'])} seen + {len(chosen['unseen_eval'])} "
                 f"unseen tasks, {scale.max_instances} instances each (cached per method, task, description)",
-        command, {"select": select.fingerprint, "adapters": adapters,
+        command, {"adapters": adapters,
                   "multitask": _product(lora_lib / "_multitask" / "adapter_model.safetensors"),
                   "t2l-recon": _product(recon_dir / "best" / "hypernet.safetensors"),
                   "t2l-sft": _product(sft_dir / "best" / "hypernet.safetensors")},

@@ -7,6 +7,7 @@ holds what the core needs: the hypernetwork's architecture and the LoRA it emits
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,4 +106,11 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
             continue
         if isinstance(value, expected):
             return float(value) if opt == "float" else value
+        if opt == "float" and isinstance(value, str):
+            try:  # PyYAML (YAML 1.1) reads 3e-4 as a string; it means the number
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if math.isfinite(number):
+                return number
     raise Text2LoraError(f"{where} must be {ann.replace('|', ' or ')}, got {type(value).__name__} {value!r}")

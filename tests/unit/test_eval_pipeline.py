@@ -92,6 +92,35 @@ def test_task_selection_is_deterministic_and_keeps_unseen_out_of_training(tmp_pa
     assert len(a["lora_tasks"]) == 3
 
 
+def test_changing_a_step_count_reruns_only_what_it_feeds(tmp_path):
+    import argparse
+    import dataclasses
+
+    from tests.train_fixtures import build_library
+
+    quality = _load("quality")
+    library = build_library(tmp_path / "lib", n=64)
+    scale = quality.Scale(seen_eval=2, recon_extra=1, train_tasks=3, unseen_eval=1, lora_steps=1, multitask_steps=1,
+                          recon_steps=1, sft_steps=1, max_instances=2, groups="train", expected_minutes=1)
+    work = tmp_path / "work"
+    args = argparse.Namespace(library=str(library), scale="quick", seed=0, methods=None, groups=None)
+    select = quality.build_stages(args, scale, work)[0]
+    (work / "tasks.json").parent.mkdir(parents=True)
+    (work / "tasks.json").write_text(json.dumps(quality.select_tasks(library, scale, 0)))
+    (work / "stages").mkdir()
+    (work / "stages" / "select.json").write_text(json.dumps({"fingerprint": select.fingerprint}))
+
+    def prints(s):
+        return {st.name: st.fingerprint for st in quality.build_stages(args, s, work)}
+
+    before = prints(scale)
+    after = prints(dataclasses.replace(scale, recon_steps=2))
+    assert len(before) > 4 and before.keys() == after.keys()
+    assert {n for n in before if before[n] != after[n]} == {"t2l-recon"}
+    more = prints(dataclasses.replace(scale, train_tasks=4))  # a selection size: the selection reruns first
+    assert more["select"] != before["select"] and len(more) == 1
+
+
 def test_scales_are_ordered():
     quality = _load("quality")
     quick, small = quality.SCALES["quick"], quality.SCALES["small"]

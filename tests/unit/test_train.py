@@ -78,6 +78,7 @@ def test_reconstruction_approaches_the_library(world, tmp_path):
     train(recipe, cfg.loop, tmp_path / "run", config_to_dict(cfg), progress=False)
     evals = [r for r in metrics(tmp_path / "run") if "train_recon" in r]
     assert evals[-1]["train_recon"] < 0.5 * evals[0]["train_recon"]
+    assert evals[-1]["train_dw_rel"] < evals[0]["train_dw_rel"]
 
 
 def test_oracle_lora_learns_a_task_and_installs_a_peft_adapter(world, tmp_path, capsys):
@@ -152,6 +153,15 @@ def test_shipped_configs_load():
 def test_bad_configs_name_the_key(data, pattern):
     with pytest.raises(Text2LoraError, match=pattern):
         build_config("sft", data)
+
+
+def test_yaml_exponent_floats_are_numbers():
+    # PyYAML reads `lr: 3e-4` (no dot) as the string "3e-4"; a user means the number
+    data = yaml.safe_load("loop: {lr: 3e-4}")
+    assert data["loop"]["lr"] == "3e-4"
+    assert build_config("sft", data).loop.lr == pytest.approx(3e-4)
+    with pytest.raises(Text2LoraError, match="must be float, got str 'nan'"):
+        build_config("sft", {"loop": {"lr": "nan"}})
 
 
 def test_cli_bad_inputs(world, tmp_path, capsys):

@@ -92,6 +92,16 @@ class ReconRecipe:
                 total = total + (a - ta).abs().mean() + (b - tb).abs().mean()
         return total
 
+    def _dw_rel_error(self, factors, tasks: list[str]) -> float:
+        """Mean over tasks, layers and modules of ||dW - dW_library||_F / ||dW_library||_F."""
+        errors = []
+        for m, (a, b) in factors.items():
+            ta = torch.stack([self.targets[t][m][0] for t in tasks])
+            tb = torch.stack([self.targets[t][m][1] for t in tasks])
+            target = tb @ ta
+            errors.append((torch.linalg.matrix_norm(b @ a - target) / torch.linalg.matrix_norm(target).clamp(min=1e-12)))
+        return float(torch.stack(errors).mean())
+
     def loss(self, model, batch: dict):
         loss = self._loss(model(batch["emb"]), batch["tasks"])
         return loss, {"tokens": 0.0}
@@ -107,7 +117,10 @@ class ReconRecipe:
                     tasks.append(t)
                     descs.append(options[0])
             if tasks:
-                out[name] = float(self._loss(model(self.embeddings.lookup(descs)), tasks))
+                factors = model(self.embeddings.lookup(descs))
+                out[name] = float(self._loss(factors, tasks))
+                if pick == "train":  # loss-independent: how far the generated updates are from the library's
+                    out["train_dw_rel"] = self._dw_rel_error(factors, tasks)
         if "val_recon" not in out and "train_recon" in out:
             out["val_recon"] = out["train_recon"]
         return out

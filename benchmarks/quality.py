@@ -56,8 +56,10 @@ class Scale:
 
 
 SCALES = {
-    "quick": Scale(seen_eval=4, recon_extra=1, train_tasks=16, unseen_eval=4, lora_steps=30, multitask_steps=60,
-                   recon_steps=1000, sft_steps=80, max_instances=10, groups="train,heldout", expected_minutes=25),
+    # sized from a measured run (2 threads, quiet machine): a LoRA or SFT step ~7 s, a 3-shot ICL item ~1.6 s;
+    # the same stages as small, too short to mean much: a wiring and ordering check in minutes
+    "quick": Scale(seen_eval=3, recon_extra=0, train_tasks=16, unseen_eval=4, lora_steps=16, multitask_steps=24,
+                   recon_steps=500, sft_steps=32, max_instances=5, groups="train,random", expected_minutes=25),
     # checks the wiring end to end in minutes; its numbers mean nothing
     "smoke": Scale(seen_eval=2, recon_extra=0, train_tasks=3, unseen_eval=2, lora_steps=2, multitask_steps=2,
                    recon_steps=20, sft_steps=2, max_instances=3, groups="train,random", expected_minutes=10),

@@ -155,3 +155,21 @@ def test_claims_report_holds_and_fails_on_the_numbers(tmp_path):
     del avg["t2l-recon[train]"]
     (tmp_path / "results.json").write_text(json.dumps({"averages": avg, "per_task": per_task, "tasks": tasks}))
     assert "| seen: T2L-recon reaches >= 98% of the per-task LoRAs | not measured |" in claims.check(tmp_path)
+
+
+def test_description_spread_gram_matches_the_full_updates():
+    import torch
+
+    from text2lora.lora import LoraWeights
+    from text2lora.models.targets import TargetLayout, TargetSpec
+
+    spread = _load("description_spread")
+    paths = lambda m: tuple(f"model.layers.{i}.self_attn.{m}" for i in range(2))  # noqa: E731
+    layout = TargetLayout("llama", 2, (TargetSpec("q_proj", 6, 5, paths("q_proj")),
+                                       TargetSpec("v_proj", 6, 3, paths("v_proj"))))
+    g = torch.Generator().manual_seed(0)
+    factors = {s.name: (torch.randn(3, 2, 4, s.d_in, generator=g), torch.randn(3, 2, s.d_out, 4, generator=g))
+               for s in layout.targets}
+    w = LoraWeights(factors, layout, rank=4, alpha=8.0)
+    flat = torch.cat([torch.einsum("nLor,nLrd->nLod", b, a).reshape(3, -1) for a, b in factors.values()], dim=1)
+    assert torch.allclose(spread.gram(w, w), flat @ flat.T, rtol=1e-4, atol=1e-3)

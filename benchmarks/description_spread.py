@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError, Text2LoraError) as e:
         print(f"description_spread: {e}", file=sys.stderr)
         return 2
-    lines = ["| checkpoint | tasks | n | mean ‖dW‖ | spread between tasks | cosine between tasks | aligned vs random |",
+    lines = ["| checkpoint | tasks | n | mean ‖dW‖ | spread between tasks | cosine between tasks "
+             "| aligned vs random |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['checkpoint']} | {r['split']} | {r['tasks']} | {r['mean_norm']:.3g} | {r['spread']:.3f} "

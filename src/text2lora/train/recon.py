@@ -99,7 +99,8 @@ class ReconRecipe:
             ta = torch.stack([self.targets[t][m][0] for t in tasks])
             tb = torch.stack([self.targets[t][m][1] for t in tasks])
             target = tb @ ta
-            errors.append((torch.linalg.matrix_norm(b @ a - target) / torch.linalg.matrix_norm(target).clamp(min=1e-12)))
+            norm = torch.linalg.matrix_norm(target).clamp(min=1e-12)
+            errors.append(torch.linalg.matrix_norm(b @ a - target) / norm)
         return float(torch.stack(errors).mean())
 
     def loss(self, model, batch: dict):

@@ -208,6 +208,10 @@ def test_resume_on_a_changed_library_is_refused(world, tmp_path, capsys):
     own = shutil.copytree(library, tmp_path / "library")
     cfg = write_config(tmp_path / "a.yaml", sft_config_dict(model_dir, own, steps=4, save_every=2, eval_every=4))
     assert main(["train", "sft", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    # the same library under another path is the same data: resuming from it is fine
+    moved = shutil.copytree(own, tmp_path / "moved")
+    cfg_moved = write_config(tmp_path / "b.yaml", sft_config_dict(model_dir, moved, steps=4, save_every=2, eval_every=4))
+    assert main(["train", "sft", "--config", str(cfg_moved), "--out", str(tmp_path / "run"), "--resume"]) == 0
     index = json.loads((own / "index.json").read_text())
     index["tasks"][0]["descriptions"].append("Repeat the word you are given.")
     (own / "index.json").write_text(json.dumps(index))

@@ -71,8 +71,10 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-#: Execution details a resumed run may change (threads, loggers): they do not change what is computed.
-_NOT_FINGERPRINTED = {"loop": ("num_threads", "log_with")}
+#: Execution details a resumed run may change (threads, loggers): they do not change what is computed. The task
+#: library's path is one too: the CLI fingerprints its content (``library_index_sha256``), so a library named
+#: ``null`` (the default) and by its full path, or moved, resumes alike.
+_NOT_FINGERPRINTED = {"loop": ("num_threads", "log_with"), "data": ("library",)}
 
 
 def _fingerprinted(config: dict[str, Any]) -> dict[str, Any]:

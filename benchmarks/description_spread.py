@@ -1,8 +1,9 @@
 """How much a T2L checkpoint's adapters depend on the description, without running the base model.
 
 For the seen and unseen evaluation tasks of a quality run (``tasks.json``) it generates one adapter per task from
-the task's description and one from a random string of the same shape (the eval's ``random`` group), then reports,
-in the Frobenius norm of the full update dW = B·A over every layer and module, relative to the mean ||dW||:
+the task's description and one from a random string of the same shape (the first pick of the eval's ``train`` and
+``random`` groups, same seed), then reports, in the Frobenius norm of the full update dW = B·A over every layer
+and module, relative to the mean ||dW||:
 
 * spread: the mean distance between the adapters of two different tasks (0: one adapter for everything);
 * cosine: the mean cosine similarity of two different tasks' dW;
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -55,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     from text2lora.api import T2L
     from text2lora.data.library import TaskLibrary, default_library_dir
     from text2lora.errors import Text2LoraError
-    from text2lora.eval.methods import random_like
+    from text2lora.eval.methods import DescriptionGroups
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", required=True, help="a quality run's tasks.json (seen_eval, unseen_eval)")
     parser.add_argument("--checkpoint", action="append", default=[],
                         help="T2L checkpoint directory (repeatable; default: the shipped one)")
     parser.add_argument("--library", default=str(default_library_dir()))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the eval's seed (picks the random strings)")
     parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     try:
@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             t2l = T2L.load(ckpt)
             for split in ("seen_eval", "unseen_eval"):
                 tasks = [lib.task(name) for name in chosen[split]]
-                rng = random.Random(f"{args.seed}/spread")
-                descriptions = [(t.descriptions or [t.definition])[0] for t in tasks]
-                randoms = [random_like(d, rng) for d in descriptions]
+                groups = DescriptionGroups(tasks, n=1, seed=args.seed)  # the eval's own picks
+                descriptions = [groups.pick("train", t)[0] for t in tasks]
+                randoms = [groups.pick("random", t)[0] for t in tasks]
                 with torch.inference_mode():
                     stats = spread_stats(t2l, descriptions, randoms)
                 rows.append({"checkpoint": str(ckpt or "shipped"), "split": split.split("_")[0], **stats})

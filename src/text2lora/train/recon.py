@@ -78,11 +78,15 @@ class ReconRecipe:
         descs = [rng.choice(self.task_info[t].descriptions or [self.task_info[t].definition]) for t in tasks]
         return {"tasks": tasks, "emb": self.embeddings.lookup(descs)}
 
+    def _library_factors(self, module: str, tasks: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The library's (A, B) of ``module`` for ``tasks``, stacked like the hypernetwork's output."""
+        return (torch.stack([self.targets[t][module][0] for t in tasks]),
+                torch.stack([self.targets[t][module][1] for t in tasks]))
+
     def _loss(self, factors, tasks: list[str]) -> torch.Tensor:
         total = 0.0
         for m, (a, b) in factors.items():  # a (N, L, r, d_in), b (N, L, d_out, r)
-            ta = torch.stack([self.targets[t][m][0] for t in tasks])
-            tb = torch.stack([self.targets[t][m][1] for t in tasks])
+            ta, tb = self._library_factors(m, tasks)
             if self.cfg.loss == "dW":
                 total = total + (b @ a - tb @ ta).abs().mean()
             else:
@@ -96,8 +100,7 @@ class ReconRecipe:
         """Mean over tasks, layers and modules of ||dW - dW_library||_F / ||dW_library||_F."""
         errors = []
         for m, (a, b) in factors.items():
-            ta = torch.stack([self.targets[t][m][0] for t in tasks])
-            tb = torch.stack([self.targets[t][m][1] for t in tasks])
+            ta, tb = self._library_factors(m, tasks)
             target = tb @ ta
             norm = torch.linalg.matrix_norm(target).clamp(min=1e-12)
             errors.append(torch.linalg.matrix_norm(b @ a - target) / norm)

@@ -1,5 +1,6 @@
 """Time per training step: T2L-SFT (L, M, S) against a plain PEFT LoRA step on the same batch of the bundled
-model, in one run; and tokens/s with completion-only logits against full-vocabulary logits. Prints Markdown.
+model, in one run; tokens/s with completion-only logits against full-vocabulary logits; and a batch split into
+length groups (the default on CPU) against one padded batch. Prints Markdown.
 
     python benchmarks/train_speed.py [--steps 10] [--batch 8] [--library DIR] [--threads N]
 
@@ -73,8 +74,11 @@ def main() -> None:
     for v in args.variants:
         recipe = first if v == args.variants[0] else SFTRecipe(sft_cfg[v], library=library, model=t2l_model, tokenizer=tok)
         rows.append((f"T2L-SFT {v} (completion-only logits)", time_steps(recipe, batch, args.steps)))
+    first.group_overhead = float("inf")
+    rows.append((f"T2L-SFT {args.variants[0]} (one padded batch, no length groups)", time_steps(first, batch, args.steps)))
     first.full_logits = True
-    rows.append((f"T2L-SFT {args.variants[0]} (full-vocabulary logits)", time_steps(first, batch, args.steps)))
+    rows.append((f"T2L-SFT {args.variants[0]} (full-vocabulary logits, one padded batch)",
+                 time_steps(first, batch, args.steps)))
     print("| step | median s/step | tokens/s | vs PEFT LoRA step |")
     print("|---|---:|---:|---:|")
     for name, s in rows:

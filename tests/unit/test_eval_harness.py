@@ -4,6 +4,7 @@ and bad input (broken task file, adapter or checkpoint for another model, unknow
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from text2lora.data.library import TaskLibrary, write_index, write_task_instance
 from text2lora.data.task import Instance, Task
 from text2lora.errors import Text2LoraError
 from text2lora.eval import EvalConfig, EvalSettings, evaluate, write_report
-from text2lora.lora import LoraWeights, save_peft_adapter
+from text2lora.lora import LoraWeights, apply_lora, save_peft_adapter
 from text2lora.models.targets import discover_targets
 
 MC = "pick"
@@ -142,26 +143,56 @@ def test_reports_json_markdown_and_png(world, tmp_path):
 
 def test_choice_scoring_picks_the_most_likely_option(world):
     from text2lora.data.prompts import build_prompt, encode_example
-    from text2lora.eval.scoring import choice_scores, option_logprobs
+    from text2lora.eval.scoring import choice_scores, shared_prompt_option_logprobs
 
     model, tok = world["model"], world["tok"]
-    inst = Instance.choice("cat", ["cat", "tac", "a much longer option"], 0)
-    encodings = [encode_example(tok, inst, completion=o, max_output_tokens=None) for o in inst.options]
-    mean, total = option_logprobs(model, tok.pad_token_id, encodings, None)
-    # the same numbers from one unpadded forward per option
-    prompt_len = len(build_prompt(tok, inst).input_ids)
-    for e, m, s in zip(encodings, mean, total):
-        ids = torch.tensor([e["input_ids"]])
-        with torch.no_grad():
-            logp = model(ids).logits[0, :-1].log_softmax(-1)
-        targets = ids[0, prompt_len:]
-        lp = logp[prompt_len - 1:].gather(1, targets[:, None]).squeeze(1)
-        assert m == pytest.approx(lp.mean().item(), abs=1e-4)
-        assert s == pytest.approx(lp.sum().item(), abs=1e-3)
-    scores = choice_scores([mean], [total], [0])
-    assert scores["choices"] == [max(range(3), key=lambda j: mean[j])]
+    insts = [Instance.choice("cat", ["cat", "tac", "a much longer option"], 0),
+             Instance.choice("a longer prompt about a dog and a fox", ["dog", "fox"], 1)]
+    encodings = [[encode_example(tok, inst, completion=o, max_output_tokens=None) for o in inst.options]
+                 for inst in insts]
+    adapters = LoraWeights.cat([random_adapter(world["layout"], 3), random_adapter(world["layout"], 4)])
+    for lora in (None, adapters):  # no adapter, and a different adapter per instance
+        scores = shared_prompt_option_logprobs(model, tok.pad_token_id, encodings, lora)
+        # the same numbers from one unpadded forward per option, prompt and option together
+        for k, inst in enumerate(insts):
+            prompt_len = len(build_prompt(tok, inst).input_ids)
+            assert len(scores[k]) == len(inst.options)
+            for e, (m, s) in zip(encodings[k], scores[k]):
+                ids = torch.tensor([e["input_ids"]])
+                with torch.no_grad(), (apply_lora(model, lora.select(k)) if lora else contextlib.nullcontext()):
+                    logp = model(ids).logits[0, :-1].log_softmax(-1)
+                targets = ids[0, prompt_len:]
+                lp = logp[prompt_len - 1:].gather(1, targets[:, None]).squeeze(1)
+                assert m == pytest.approx(lp.mean().item(), abs=1e-4)
+                assert s == pytest.approx(lp.sum().item(), abs=1e-3)
+    mean = [m for m, _ in scores[0]]
+    picked = choice_scores([mean], [[s for _, s in scores[0]]], [0])
+    assert picked["choices"] == [max(range(3), key=lambda j: mean[j])]
     picked = choice_scores([[-1.0, -0.5, -2.0]], [[-1.0, -3.0, -2.0]], [1])
     assert picked["choices"] == [1] and picked["accuracy"] == 1.0 and picked["accuracy_sum"] == 0.0
+    with pytest.raises(ValueError, match="share their prompt"):
+        shared_prompt_option_logprobs(model, tok.pad_token_id, [[encodings[0][0], encodings[1][0]]], None)
+
+
+def test_choice_batches_keep_instances_whole_and_match_one_at_a_time(world):
+    from text2lora.eval.scoring import Request, score_requests
+
+    from text2lora.data.prompts import encode_example
+
+    model, tok = world["model"], world["tok"]
+    insts = [Instance.choice(w, [w, w[::-1], "other"], 0) for w in ("cat", "dog", "owl")]
+    req = Request("multiple_choice", options=[[encode_example(tok, i, completion=o, max_output_tokens=None)
+                                               for o in i.options] for i in insts], answers=[0, 0, 0])
+    a, b = random_adapter(world["layout"], 1), random_adapter(world["layout"], 2)
+    together: dict[int, list] = {}
+    score_requests(model, tok, [req, req], [a, b], batch_size=2, max_new_tokens=6, progress=False,
+                   on_done=lambda i, s, t: together.__setitem__(i, s["mean_logprob"]))
+    for i, w in enumerate((a, b)):
+        alone: dict[int, list] = {}
+        score_requests(model, tok, [req], [w], batch_size=1, max_new_tokens=6, progress=False,
+                       on_done=lambda j, s, t: alone.__setitem__(j, s["mean_logprob"]))
+        assert torch.tensor(together[i]) == pytest.approx(torch.tensor(alone[0]), abs=2e-4)
+    assert not torch.allclose(torch.tensor(together[0]), torch.tensor(together[1]), atol=1e-3)  # adapters differ
 
 
 def test_mixed_adapter_batches_equal_one_adapter_runs(world):

@@ -142,3 +142,72 @@ def test_gradients_flow_into_generated_factors(model, layout):
     with apply_lora(model, lora):
         model(torch.randint(3, 128, (1, 5))).logits.sum().backward()
     assert all(a.grad is not None and b.grad.abs().sum() > 0 for a, b in lora.factors.values())
+
+
+def _left_padded(lengths, completion=3, seed=0, vocab=128):
+    """A left-padded batch (pad 0) whose rows have these total lengths, the last ``completion`` tokens labelled."""
+    from text2lora.data.prompts import collate
+
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for n in lengths:
+        ids = torch.randint(3, vocab, (n,), generator=gen).tolist()
+        rows.append({"input_ids": ids, "labels": [-100] * (n - completion) + ids[-completion:]})
+    return collate(rows, 0, padding_side="left")
+
+
+def test_length_groups_is_the_cheapest_split():
+    import itertools
+    import random
+
+    from text2lora.train.losses import length_groups
+
+    def cost(groups, lengths, overhead):
+        return sum(len(g) * max(lengths[i] for i in g) + overhead for g in groups)
+
+    rng = random.Random(0)
+    for _ in range(30):
+        lengths = [rng.randint(5, 200) for _ in range(rng.randint(1, 6))]
+        overhead = rng.choice([0, 16, 48, 400])
+        groups = length_groups(lengths, overhead=overhead)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+        # brute force over every contiguous split of the rows sorted by length (the only candidates worth trying)
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        best = min(
+            cost([order[a:b] for a, b in zip((0, *cuts), (*cuts, len(order)))], lengths, overhead)
+            for k in range(len(order)) for cuts in itertools.combinations(range(1, len(order)), k)
+        )
+        assert cost(groups, lengths, overhead) == best
+    assert length_groups([200, 10, 12, 11], overhead=48) == [[0], [2, 3, 1]]  # the long row goes alone
+    assert len(length_groups([200, 10, 12, 11], overhead=10_000)) == 1  # a costly pass: keep the batch whole
+
+
+def test_length_grouped_loss_matches_one_padded_batch(model, layout):
+    from text2lora.train.losses import grouped_completion_loss, per_sample_completion_loss
+
+    batch = _left_padded([40, 6, 9, 7, 38, 8])
+    lora = random_lora(layout, n=6, seed=1)
+    whole = grouped_completion_loss(model, batch, lora=lora, overhead=float("inf"))
+    with apply_lora(model, lora):
+        reference = per_sample_completion_loss(model, batch)
+    split = grouped_completion_loss(model, batch, lora=lora, overhead=4)
+    torch.testing.assert_close(whole, reference)
+    torch.testing.assert_close(split, reference, rtol=1e-5, atol=1e-5)  # same rows, same order, same adapters
+    one = random_lora(layout, n=1, seed=2)  # one adapter for every row
+    with apply_lora(model, one):
+        reference_one = per_sample_completion_loss(model, batch)
+    torch.testing.assert_close(grouped_completion_loss(model, batch, lora=one, overhead=4), reference_one,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_length_grouped_loss_backpropagates_into_each_rows_adapter(model, layout):
+    from text2lora.train.losses import grouped_completion_loss
+
+    batch = _left_padded([30, 5, 6])
+    lora = random_lora(layout, n=3, seed=3)
+    for a, b in lora.factors.values():
+        a.requires_grad_(True)
+        b.requires_grad_(True)
+    grouped_completion_loss(model, batch, lora=lora, overhead=4)[1].backward()  # row 1 only
+    a, _ = next(iter(lora.factors.values()))
+    assert a.grad[1].abs().sum() > 0 and a.grad[0].abs().sum() == 0 and a.grad[2].abs().sum() == 0

@@ -9,10 +9,13 @@ reports each unit as soon as its last sequence is done, so the caller can cache 
 Multiple choice: every option is scored as the completion after the prompt, followed by the chat template's
 end-of-turn token (as in training: "the answer is exactly this option"); the prediction is the option with the
 highest mean log-probability per completion token (length-normalised accuracy); ``accuracy_sum`` uses the sum.
+The options of one instance share its prompt, so the prompt runs once and its key/value cache is copied to each
+option (:func:`shared_prompt_option_logprobs`); a batch holds up to ``batch_size`` prompts with all their options.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ from text2lora.eval.methods import DESCRIPTION, ICL, Unit
 from text2lora.eval.metrics import exact_match, rouge_l
 from text2lora.eval.tasks import EvalTask
 from text2lora.lora import LoraWeights, apply_lora
+from text2lora.train.losses import IGNORE_INDEX
 
 
 @dataclass
@@ -88,21 +92,72 @@ def choice_scores(mean_logp: list[list[float]], sum_logp: list[list[float]], ans
             "choices": picks, "mean_logprob": [[round(x, 5) for x in s] for s in mean_logp]}
 
 
-@torch.inference_mode()
-def option_logprobs(model, pad_id: int, encodings: list[dict[str, list[int]]],
-                    lora: LoraWeights | None) -> tuple[list[float], list[float]]:
-    """Mean and summed log-probability of each encoding's completion, in one forward pass."""
-    from text2lora.train.losses import per_sample_completion_loss
+def _prompt_length(encoding: dict[str, list[int]]) -> int:
+    return sum(1 for label in encoding["labels"] if label == IGNORE_INDEX)
 
-    batch = collate(encodings, pad_id, padding_side="left")
-    batch = {k: v.to(model.device) for k, v in batch.items() if torch.is_tensor(v)}
-    n_tokens = (batch["labels"] != -100).sum(1).float()  # (B,)
-    if lora is not None:
-        with apply_lora(model, lora):
-            nll = per_sample_completion_loss(model, batch)  # (B,)
-    else:
-        nll = per_sample_completion_loss(model, batch)
-    return (-nll).tolist(), (-nll * n_tokens).tolist()
+
+@torch.inference_mode()
+def shared_prompt_option_logprobs(model, pad_id: int, instances: list[list[dict[str, list[int]]]],
+                                  lora: LoraWeights | None) -> list[list[tuple[float, float]]]:
+    """(mean, sum) log-probability of every option's completion, instance by instance.
+
+    ``instances[k]`` holds the encodings of instance k's options (one prompt, each option as completion) and
+    ``lora`` one adapter per instance (or one for all). Each prompt runs once; its cache is repeated for its
+    options, which then run as a short right-padded batch. Same numbers as scoring each option in full.
+    """
+    device = model.device
+    prompts = [opts[0]["input_ids"][:_prompt_length(opts[0])] for opts in instances]
+    for opts, prompt in zip(instances, prompts):
+        if any(o["input_ids"][:len(prompt)] != prompt or _prompt_length(o) != len(prompt) for o in opts):
+            raise ValueError("the options of one instance must share their prompt")
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for k, prompt in enumerate(prompts):
+        ids[k, width - len(prompt):] = torch.tensor(prompt)
+        mask[k, width - len(prompt):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    owner = torch.tensor([k for k, opts in enumerate(instances) for _ in opts], device=device)  # option -> instance
+    targets = [o["input_ids"][len(prompts[k]):] for k, opts in enumerate(instances) for o in opts]
+    if any(not t for t in targets):
+        raise ValueError("an option has no completion tokens")
+
+    def adapter(rows: torch.Tensor | None):
+        if lora is None:
+            return contextlib.nullcontext()
+        return apply_lora(model, lora if lora.n == 1 or rows is None else lora.select(rows))
+
+    with adapter(None):
+        out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    use_cache=True, logits_to_keep=1)
+    first = torch.log_softmax(out.logits[:, -1].float(), -1)  # (K, V): the first completion token
+    total = first[owner, torch.tensor([t[0] for t in targets], device=device)]  # (R,)
+    rest = max(len(t) for t in targets) - 1
+    if rest > 0:  # feed c_1..c_{m-1}, read the log-probabilities of c_2..c_m
+        cache = out.past_key_values
+        cache.batch_select_indices(owner)
+        feed = torch.full((len(targets), rest), pad_id, dtype=torch.long)
+        want = torch.zeros_like(feed)
+        feed_mask = torch.zeros_like(feed)
+        for r, t in enumerate(targets):
+            feed[r, :len(t) - 1] = torch.tensor(t[:-1])
+            want[r, :len(t) - 1] = torch.tensor(t[1:])
+            feed_mask[r, :len(t) - 1] = 1
+        feed, want, feed_mask = feed.to(device), want.to(device), feed_mask.to(device)
+        start = mask.sum(1)[owner]  # (R,): each option continues its own prompt's positions
+        with adapter(owner):
+            out = model(input_ids=feed, attention_mask=torch.cat([mask[owner], feed_mask], 1),
+                        position_ids=start[:, None] + torch.arange(rest, device=device), past_key_values=cache,
+                        use_cache=True)
+        logp = torch.log_softmax(out.logits.float(), -1).gather(-1, want[..., None]).squeeze(-1)  # (R, rest)
+        total = total + (logp * feed_mask).sum(1)
+    lengths = torch.tensor([len(t) for t in targets], device=device, dtype=torch.float)
+    pairs = list(zip((total / lengths).tolist(), total.tolist()))
+    result, r = [], 0
+    for opts in instances:
+        result.append(pairs[r:r + len(opts)])
+        r += len(opts)
+    return result
 
 
 def _adapter_groups(adapters: list[LoraWeights]) -> list[list[int]]:
@@ -141,8 +196,7 @@ def score_requests(
         by_metric: dict[str, list] = {}
         for slot, r in enumerate(group):  # a batch holds one metric: generation or option scoring
             by_metric.setdefault(requests[r].metric, []).extend((slot, r, seq) for seq in requests[r].sequences())
-        for items, start in ((items, start) for items in by_metric.values() for start in range(0, len(items), batch_size)):
-            chunk = items[start:start + batch_size]
+        for chunk in (c for metric, items in by_metric.items() for c in _chunks(metric, items, batch_size)):
             t0 = time.perf_counter()
             lora = None
             if stacked is not None:
@@ -165,11 +219,37 @@ def score_requests(
     bar.close()
 
 
+def _chunks(metric: str, items: list, batch_size: int):
+    """Batches of ``batch_size`` sequences; for multiple choice, ``batch_size`` instances with all their options."""
+    if metric != MULTIPLE_CHOICE:
+        yield from (items[start:start + batch_size] for start in range(0, len(items), batch_size))
+        return
+    chunk: list = []
+    prompts: set = set()
+    for item in items:
+        key = (item[1], item[2][0])  # (request, instance)
+        if key not in prompts and len(prompts) == batch_size:
+            yield chunk
+            chunk, prompts = [], set()
+        prompts.add(key)
+        chunk.append(item)
+    if chunk:
+        yield chunk
+
+
 def _run_choice(model, tokenizer, requests, chunk, lora, outputs) -> None:
-    encodings = [requests[r].options[i][j] for _, r, (i, j) in chunk]
-    mean, total = option_logprobs(model, tokenizer.pad_token_id, encodings, lora)
-    for (_, r, seq), m, s in zip(chunk, mean, total):
-        outputs[r][seq] = (m, s)
+    """One batch of multiple-choice items (options of whole instances, in order)."""
+    first: dict[tuple, int] = {}  # (slot, request, instance) -> its first item in the chunk (and its adapter)
+    for n, (slot, r, (i, _)) in enumerate(chunk):
+        first.setdefault((slot, r, i), n)
+    keys = list(first)
+    instances = [requests[r].options[i] for _, r, i in keys]
+    if lora is not None and lora.n != 1:
+        lora = lora.select(torch.tensor(list(first.values())))
+    scores = shared_prompt_option_logprobs(model, tokenizer.pad_token_id, instances, lora)
+    for (_, r, i), pairs in zip(keys, scores):
+        for j, pair in enumerate(pairs):
+            outputs[r][(i, j)] = pair
 
 
 def _finish(request: Request, out: dict[tuple[int, int | None], Any]) -> dict[str, Any]:

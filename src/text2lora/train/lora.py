@@ -16,7 +16,7 @@ from text2lora.models.base import load_base_model
 from text2lora.paths import atomic_dir
 from text2lora.train.config import LoraTrainConfig
 from text2lora.train.data import TrainData
-from text2lora.train.losses import per_sample_completion_loss
+from text2lora.train.losses import grouped_completion_loss
 from text2lora.train.sft import model_dtype
 
 MULTITASK = "_multitask"
@@ -37,6 +37,7 @@ class LoraRecipe:
                  model=None, tokenizer=None, full_logits: bool = False) -> None:
         self.cfg = cfg
         self.full_logits = full_logits  # benchmarks only: the LM head over every position
+        self.group_overhead: float | None = None  # benchmarks only: inf keeps every batch whole (see losses.py)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if model is None:
             model, tokenizer = load_base_model(cfg.base_model, dtype=model_dtype(cfg.loop.precision), device=device)
@@ -66,13 +67,13 @@ class LoraRecipe:
 
     def loss(self, model, batch: dict):
         batch = self._to_device(batch)
-        loss = per_sample_completion_loss(model, batch, full_logits=self.full_logits).mean()
+        loss = grouped_completion_loss(model, batch, full_logits=self.full_logits, overhead=self.group_overhead).mean()
         return loss, {"tokens": float(batch["attention_mask"].sum())}
 
     def evaluate(self, model) -> dict[str, float]:
         out = {}
         for val in self.val_sets:
-            losses = [per_sample_completion_loss(model, self._to_device(b)) for b in self.data.val_batches(val.refs)]
+            losses = [grouped_completion_loss(model, self._to_device(b)) for b in self.data.val_batches(val.refs)]
             out[val.name] = torch.cat(losses).mean().item()
         return out
 

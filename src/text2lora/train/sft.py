@@ -10,14 +10,14 @@ import torch
 from text2lora.checkpoint import CheckpointMeta, build_from_meta, load_checkpoint, save_checkpoint
 from text2lora.data.library import TaskLibrary
 from text2lora.encoders import build_encoder
-from text2lora.lora import LoraWeights, apply_lora
+from text2lora.lora import LoraWeights
 from text2lora.models.base import load_base_model
 from text2lora.models.targets import discover_targets
 from text2lora.models.bundled import resolve_model
 from text2lora.train.config import SFTConfig
 from text2lora.train.data import TrainData
 from text2lora.train.embeddings import EmbeddingTable
-from text2lora.train.losses import per_sample_completion_loss
+from text2lora.train.losses import grouped_completion_loss
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class SFTRecipe:
                  cache_dir: Path | None = None, full_logits: bool = False) -> None:
         self.cfg = cfg
         self.full_logits = full_logits  # benchmarks only: the LM head over every position
+        self.group_overhead: float | None = None  # benchmarks only: inf keeps every batch whole (see losses.py)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if model is None:
             model, tokenizer = load_base_model(cfg.base_model, dtype=model_dtype(cfg.loop.precision), device=device)
@@ -77,9 +78,9 @@ class SFTRecipe:
     def loss(self, model, batch: dict):
         batch = self._to_device(batch)
         lora = self._lora(model, batch["emb"])
-        with apply_lora(self.model, lora, dropout=self.cfg.hypernet.lora.dropout):
-            ce = per_sample_completion_loss(self.model, batch, label_smoothing=self.cfg.label_smoothing,
-                                            full_logits=self.full_logits).mean()
+        ce = grouped_completion_loss(self.model, batch, lora=lora, lora_dropout=self.cfg.hypernet.lora.dropout,
+                                     label_smoothing=self.cfg.label_smoothing, full_logits=self.full_logits,
+                                     overhead=self.group_overhead).mean()
         l2 = sum(a.float().pow(2).mean() + b.float().pow(2).mean() for a, b in lora.factors.values())
         return ce + self.cfg.l2 * l2, {"ce": ce.item(), "l2": float(l2.detach()), "tokens": float(batch["attention_mask"].sum())}
 
@@ -90,8 +91,7 @@ class SFTRecipe:
             for batch in self.data.val_batches(val.refs):
                 batch = self._to_device(batch)
                 lora = self._lora(model, self.embeddings.lookup(batch["description"]).to(self.model.device))
-                with apply_lora(self.model, lora):
-                    losses.append(per_sample_completion_loss(self.model, batch))
+                losses.append(grouped_completion_loss(self.model, batch, lora=lora))
             out[val.name] = torch.cat(losses).mean().item()
         return out
 

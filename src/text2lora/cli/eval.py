@@ -32,7 +32,7 @@ def eval_(
     icl_max_prompt_tokens: Annotated[int, typer.Option(help="Prompt budget of icl3 (shots are dropped to fit).")] = 768,
     descriptions_per_group: Annotated[int, typer.Option(help="T2L: descriptions per group and task, scores averaged.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed for ICL shots, other-task descriptions and random strings.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Sequences per forward pass.")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Prompts per forward pass (multiple choice: each with all its options).")] = 16,
     report: Annotated[Optional[Path], typer.Option("--report", "-r", help="Write results.json, results.md and results.png here.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Score cache (default $TEXT2LORA_HOME/eval-cache).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Score everything; read and write no cache.")] = False,

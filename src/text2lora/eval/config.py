@@ -62,7 +62,7 @@ class EvalConfig:
     t2l_sft: str | None = None  #: checkpoint for ``t2l-sft``
     t2l_recon: str | None = None  #: checkpoint for ``t2l-recon``
     t2l_checkpoint: str | None = None  #: checkpoint for ``t2l`` (None: the default one)
-    batch_size: int = 16  #: sequences per forward pass (generation prompts, or multiple-choice options)
+    batch_size: int = 16  #: prompts per forward pass (multiple choice: each with all its options)
     cache_dir: str | None = None  #: score cache (None: $TEXT2LORA_HOME/eval-cache)
     use_cache: bool = True  #: False: compute everything, write nothing to the cache
     progress: bool = True  #: progress bars

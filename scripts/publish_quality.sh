@@ -2,9 +2,10 @@
 # Copy a finished quality run's report and training records into docs/quality/<scale>/ (runs/ is not committed),
 # and its T2L-SFT checkpoint into the package as the shipped default.
 #   bash scripts/publish_quality.sh small [--ship]
+#   WORK=runs/other-work-dir bash scripts/publish_quality.sh small    # a run made with --work
 set -euo pipefail
 SCALE=${1:?scale}
-W=runs/bench-quality-$SCALE
+W=${WORK:-runs/bench-quality-$SCALE}
 D=docs/quality/$SCALE
 test -f $W/report/results.json || { echo "no report in $W"; exit 2; }
 mkdir -p $D/training

@@ -51,8 +51,9 @@ def completion_loss(model, batch: dict, *, label_smoothing: float = 0.0, full_lo
     return per_sample_completion_loss(model, batch, label_smoothing=label_smoothing, full_logits=full_logits).mean()
 
 
-#: The cost of one more forward pass, in padded positions (measured on the bundled model on 2 CPU cores, where
-#: a forward pass over a few hundred positions costs ~4 ms per position and ~0.2 s of fixed work).
+#: The cost of one more pass, in padded positions: a training step of the bundled model on 2 CPU cores costs
+#: ~4.5 ms per position (measured, ``benchmarks/train_speed.py``); ~0.2 s of fixed work per pass (Python and
+#: launches over 30 layers) is our estimate, not a measurement.
 GROUP_OVERHEAD_POSITIONS = 48
 
 
@@ -83,9 +84,8 @@ def take_rows(batch: dict, rows: Sequence[int]) -> dict:
     index = torch.tensor(list(rows), device=batch["input_ids"].device)
     mask = batch["attention_mask"].index_select(0, index)
     width = int(mask.sum(1).max())
-    out = {k: (v.index_select(0, index)[:, -width:] if torch.is_tensor(v) and v.dim() == 2 else v)
-           for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
-    return out
+    return {k: v.index_select(0, index)[:, -width:] for k, v in batch.items()
+            if k in ("input_ids", "attention_mask", "labels")}
 
 
 def grouped_completion_loss(

@@ -26,7 +26,7 @@ from text2lora.eval.scoring import build_request, shared_prompt_option_logprobs
 from text2lora.eval.tasks import select_library_tasks
 from text2lora.models.base import load_base_model
 from text2lora.models.bundled import BUNDLED_BASE
-from text2lora.train.losses import grouped_completion_loss
+from text2lora.train.losses import GROUP_OVERHEAD_POSITIONS, grouped_completion_loss
 
 DEFAULT_TASKS = "abstract_narrative_understanding.4_distractors,logic_grid_puzzle,penguins_in_a_table"
 
@@ -84,7 +84,8 @@ def main() -> None:
             unit = Unit("bench", "", etask.name, None, prompt)
             options = build_request(tok, etask, unit, settings).options
             padded_s, ref = timed(lambda: per_option(model, tok.pad_token_id, options, args.batch, float("inf")))
-            grouped_s, grouped = timed(lambda: per_option(model, tok.pad_token_id, options, args.batch, 48))
+            grouped_s, grouped = timed(
+                lambda: per_option(model, tok.pad_token_id, options, args.batch, GROUP_OVERHEAD_POSITIONS))
             shared_s, fast = timed(lambda: shared(model, tok.pad_token_id, options, args.batch))
             diff = max(max(abs(a - b) for a, b in zip(ref, fast)), max(abs(a - b) for a, b in zip(ref, grouped)))
             for i, s in enumerate((padded_s, grouped_s, shared_s)):

@@ -110,13 +110,8 @@ def shared_prompt_option_logprobs(model, pad_id: int, instances: list[list[dict[
     for opts, prompt in zip(instances, prompts):
         if any(o["input_ids"][:len(prompt)] != prompt or _prompt_length(o) != len(prompt) for o in opts):
             raise ValueError("the options of one instance must share their prompt")
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for k, prompt in enumerate(prompts):
-        ids[k, width - len(prompt):] = torch.tensor(prompt)
-        mask[k, width - len(prompt):] = 1
-    ids, mask = ids.to(device), mask.to(device)
+    batch = collate([{"input_ids": p} for p in prompts], pad_id, padding_side="left")
+    ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
     owner = torch.tensor([k for k, opts in enumerate(instances) for _ in opts], device=device)  # option -> instance
     targets = [o["input_ids"][len(prompts[k]):] for k, opts in enumerate(instances) for o in opts]
     if any(not t for t in targets):
@@ -136,14 +131,9 @@ def shared_prompt_option_logprobs(model, pad_id: int, instances: list[list[dict[
     if rest > 0:  # feed c_1..c_{m-1}, read the log-probabilities of c_2..c_m
         cache = out.past_key_values
         cache.batch_select_indices(owner)
-        feed = torch.full((len(targets), rest), pad_id, dtype=torch.long)
-        want = torch.zeros_like(feed)
-        feed_mask = torch.zeros_like(feed)
-        for r, t in enumerate(targets):
-            feed[r, :len(t) - 1] = torch.tensor(t[:-1])
-            want[r, :len(t) - 1] = torch.tensor(t[1:])
-            feed_mask[r, :len(t) - 1] = 1
-        feed, want, feed_mask = feed.to(device), want.to(device), feed_mask.to(device)
+        options = collate([{"input_ids": t[:-1], "labels": t[1:]} for t in targets], pad_id, padding_side="right")
+        feed, feed_mask = options["input_ids"].to(device), options["attention_mask"].to(device)
+        want = options["labels"].clamp(min=0).to(device)  # padding is masked out below
         start = mask.sum(1)[owner]  # (R,): each option continues its own prompt's positions
         with adapter(owner):
             out = model(input_ids=feed, attention_mask=torch.cat([mask[owner], feed_mask], 1),
@@ -198,12 +188,10 @@ def score_requests(
             by_metric.setdefault(requests[r].metric, []).extend((slot, r, seq) for seq in requests[r].sequences())
         for chunk in (c for metric, items in by_metric.items() for c in _chunks(metric, items, batch_size)):
             t0 = time.perf_counter()
-            lora = None
-            if stacked is not None:
-                lora = stacked.select(torch.tensor([slot for slot, _, _ in chunk]))
             if requests[chunk[0][1]].metric == MULTIPLE_CHOICE:
-                _run_choice(model, tokenizer, requests, chunk, lora, outputs)
+                _run_choice(model, tokenizer, requests, chunk, stacked, outputs)
             else:
+                lora = None if stacked is None else stacked.select(torch.tensor([slot for slot, _, _ in chunk]))
                 prompts = [requests[r].prompts[i] for _, r, (i, _) in chunk]
                 texts = generate_texts(model, tokenizer, prompts, lora=lora, max_new_tokens=max_new_tokens,
                                        batch_size=len(chunk))
@@ -237,15 +225,12 @@ def _chunks(metric: str, items: list, batch_size: int):
         yield chunk
 
 
-def _run_choice(model, tokenizer, requests, chunk, lora, outputs) -> None:
-    """One batch of multiple-choice items (options of whole instances, in order)."""
-    first: dict[tuple, int] = {}  # (slot, request, instance) -> its first item in the chunk (and its adapter)
-    for n, (slot, r, (i, _)) in enumerate(chunk):
-        first.setdefault((slot, r, i), n)
-    keys = list(first)
+def _run_choice(model, tokenizer, requests, chunk, stacked: LoraWeights | None, outputs) -> None:
+    """One batch of multiple-choice items (options of whole instances, in order); ``stacked`` holds one adapter
+    per slot of the adapter group."""
+    keys = list(dict.fromkeys((slot, r, i) for slot, r, (i, _) in chunk))  # (slot, request, instance)
     instances = [requests[r].options[i] for _, r, i in keys]
-    if lora is not None and lora.n != 1:
-        lora = lora.select(torch.tensor(list(first.values())))
+    lora = None if stacked is None else stacked.select(torch.tensor([slot for slot, _, _ in keys]))
     scores = shared_prompt_option_logprobs(model, tokenizer.pad_token_id, instances, lora)
     for (_, r, i), pairs in zip(keys, scores):
         for j, pair in enumerate(pairs):

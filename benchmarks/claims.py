@@ -6,17 +6,33 @@ Each claim is the comparison the paper makes (and issue 5 asks for), with the nu
 holds. Scores are the report's: ROUGE-L (generation) or length-normalised accuracy (multiple choice), x100,
 averaged over the tasks of a split. T2L columns are named ``t2l-sft[group]``: ``train`` is the task's own
 description, ``heldout`` descriptions never trained on, ``random`` random letters shaped like the description.
+
+Each comparison of two columns also gets two paired bootstrap 95% intervals of its difference, from the per-instance
+scores in the report's records (both columns scored the same instances): one resamples the instances of each task
+(is the gap more than the noise of which instances were drawn?), the other resamples the tasks too (would it hold
+on other tasks like these?). Neither covers training noise: a retrained checkpoint moves the scores as well. A
+"clear margin" needs the first interval above zero. Multiple-choice records written before they carried
+``per_instance_correct`` are completed from the task library named in the report (its answers, checked against
+the record's accuracy).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 #: "Aligned beats random by a clear margin": at least this many points (x100) on the average of a split.
 CLEAR_MARGIN = 2.0
+#: Bootstrap resamples for the intervals, and their seed (fixed: the same report gives the same claims).
+BOOTSTRAP, BOOTSTRAP_SEED = 4000, 0
+
+#: ``{column: {task: per-instance scores}}`` (averaged over a task's descriptions); tasks without them are absent.
+Instances = dict[str, dict[str, np.ndarray]]
 
 
 @dataclass
@@ -27,7 +43,8 @@ class Claim:
     split: str
     kind: str  #: ">=", ">", "ratio>=0.98", "margin"
 
-    def check(self, avg: dict, per_task: dict, tasks: list[dict]) -> tuple[str, str]:
+    def check(self, avg: dict, per_task: dict, tasks: list[dict],
+              instances: Instances | None = None) -> tuple[str, str]:
         left, right = _score(avg, self.left, self.split), _score(avg, self.right, self.split)
         if left is None or right is None:
             missing = self.left if left is None else self.right
@@ -36,8 +53,11 @@ class Claim:
         if self.kind == "ratio>=0.98":
             ratio = left / right if right else float("inf")
             return _verdict(ratio >= 0.98), f"{figures}: {100 * ratio:.1f}% (needs >= 98%)"
+        names = [t["name"] for t in tasks if t["split"] == self.split]
+        interval = paired_intervals(instances or {}, self.left, self.right, names)
+        ci = (f"; 95% CI [{interval[0]:+.1f}, {interval[1]:+.1f}] over instances, "
+              f"[{interval[2]:+.1f}, {interval[3]:+.1f}] over tasks and instances") if interval else ""
         if self.kind == "margin":
-            names = [t["name"] for t in tasks if t["split"] == self.split]
             wins = sum(1 for n in names if _task(per_task, self.left, n) is not None
                        and _task(per_task, self.right, n) is not None
                        and _task(per_task, self.left, n) > _task(per_task, self.right, n))
@@ -45,11 +65,13 @@ class Claim:
                          and _task(per_task, self.right, n) is not None
                          and _task(per_task, self.left, n) < _task(per_task, self.right, n))
             diff = left - right
-            return (_verdict(diff >= CLEAR_MARGIN and wins > losses),
-                    f"{figures}: {diff:+.1f} points (needs >= +{CLEAR_MARGIN:.0f}); better on {wins} tasks, "
-                    f"worse on {losses}")
+            clear = interval is None or interval[0] > 0
+            return (_verdict(diff >= CLEAR_MARGIN and wins > losses and clear),
+                    f"{figures}: {diff:+.1f} points (needs >= +{CLEAR_MARGIN:.0f}"
+                    f"{' and an instance interval above 0' if interval else ''}); better on {wins} tasks, "
+                    f"worse on {losses}{ci}")
         holds = left >= right if self.kind == ">=" else left > right
-        return _verdict(holds), f"{figures} ({left - right:+.1f})"
+        return _verdict(holds), f"{figures} ({left - right:+.1f}){ci}"
 
 
 CLAIMS = [
@@ -85,14 +107,85 @@ def _task(per_task: dict, column: str, task: str) -> float | None:
     return None if value is None else 100 * value
 
 
+def paired_intervals(instances: Instances, left: str, right: str, names: list[str]
+                     ) -> tuple[float, float, float, float] | None:
+    """95% bootstrap intervals (x100) of ``mean over tasks of (left - right)``: instances resampled within each
+    task, then tasks and instances. ``None`` unless both columns have paired per-instance scores on every task."""
+    diffs = []
+    for name in names:
+        a, b = instances.get(left, {}).get(name), instances.get(right, {}).get(name)
+        if a is None or b is None or len(a) != len(b) or not len(a):
+            return None
+        diffs.append(a - b)
+    if not diffs:
+        return None
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    # (tasks, resamples): each task's mean difference over a resample of its instances
+    means = np.stack([d[rng.integers(0, len(d), (BOOTSTRAP, len(d)))].mean(1) for d in diffs])
+    within = means.mean(0)
+    picks = rng.integers(0, len(diffs), (BOOTSTRAP, len(diffs)))
+    across = means[picks, np.arange(BOOTSTRAP)[:, None]].mean(1)
+    lo, hi = np.percentile(within, [2.5, 97.5])
+    lo2, hi2 = np.percentile(across, [2.5, 97.5])
+    return 100 * lo, 100 * hi, 100 * lo2, 100 * hi2
+
+
+def _library_answers(results: dict) -> Callable[[str, int], list[int] | None]:
+    """``answers(task, n)``: the first ``n`` test answers of a library task (the instances the eval scored), from
+    the library the report names; ``None`` where it is not on this machine."""
+    from text2lora.data.library import TaskLibrary
+
+    path = (results.get("config") or {}).get("library")
+    library = None
+    if path and Path(path, "index.json").is_file():
+        library = TaskLibrary.load(path)
+
+    def answers(task: str, n: int) -> list[int] | None:
+        if library is None:
+            return None
+        try:
+            test = library.instances(task, "test")[:n]
+        except Exception:  # a task the library does not have (a user task file): no answers
+            return None
+        return [inst.answer for inst in test] if len(test) == n else None
+
+    return answers
+
+
+def per_instance_scores(results: dict) -> Instances:
+    """Per-instance scores of every column and task in a report's records (see :data:`Instances`)."""
+    answers = None
+    rows: dict[str, dict[str, list[list[float]]]] = {}
+    for rec in results.get("records", []):
+        scores = rec.get("scores") or {}
+        values = scores.get("per_instance_rouge_l") or scores.get("per_instance_correct")
+        if values is None and scores.get("choices") is not None:
+            answers = answers or _library_answers(results)
+            truth = answers(rec["task"], len(scores["choices"]))
+            if truth is not None:
+                values = [float(p == a) for p, a in zip(scores["choices"], truth)]
+                if abs(sum(values) / max(1, len(values)) - scores.get("accuracy", -1)) > 1e-9:
+                    values = None  # not the instances it scored: no interval rather than a wrong one
+        if values is not None:
+            rows.setdefault(rec["label"], {}).setdefault(rec["task"], []).append(values)
+    out: Instances = {}
+    for label, tasks in rows.items():
+        for task, runs in tasks.items():
+            if len({len(r) for r in runs}) == 1:
+                out.setdefault(label, {})[task] = np.mean(np.array(runs, dtype=float), axis=0)
+    return out
+
+
 def check(report_dir: Path) -> str:
     results = json.loads((report_dir / "results.json").read_text())
+    instances = per_instance_scores(results)
     lines = ["# Claims of the quality benchmark", "",
              f"Checked by `benchmarks/claims.py` against `{(report_dir / 'results.json').name}` "
-             f"({results.get('created', '?')}). Scores x100; averages over the tasks of a split.", "",
+             f"({results.get('created', '?')}). Scores x100; averages over the tasks of a split. Intervals: paired "
+             f"bootstrap, 95%, {BOOTSTRAP} resamples; training noise not included.", "",
              "| claim | verdict | figures |", "|---|---|---|"]
     for claim in CLAIMS:
-        verdict, figures = claim.check(results["averages"], results["per_task"], results["tasks"])
+        verdict, figures = claim.check(results["averages"], results["per_task"], results["tasks"], instances)
         lines.append(f"| {claim.text} | {verdict} | {figures} |")
     return "\n".join(lines) + "\n"
 

@@ -170,6 +170,8 @@ def test_choice_scoring_picks_the_most_likely_option(world):
     assert picked["choices"] == [max(range(3), key=lambda j: mean[j])]
     picked = choice_scores([[-1.0, -0.5, -2.0]], [[-1.0, -3.0, -2.0]], [1])
     assert picked["choices"] == [1] and picked["accuracy"] == 1.0 and picked["accuracy_sum"] == 0.0
+    picked = choice_scores([[-1.0, -0.5], [-0.2, -0.9], [-3.0, -1.0]], [[0, 0]] * 3, [1, 1, 1])
+    assert picked["per_instance_correct"] == [1.0, 0.0, 1.0] and picked["accuracy"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="share their prompt"):
         shared_prompt_option_logprobs(model, tok.pad_token_id, [[encodings[0][0], encodings[1][0]]], None)
 

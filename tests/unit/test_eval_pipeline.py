@@ -157,6 +157,57 @@ def test_claims_report_holds_and_fails_on_the_numbers(tmp_path):
     assert "| seen: T2L-recon reaches >= 98% of the per-task LoRAs | not measured |" in claims.check(tmp_path)
 
 
+def _margin_report(tmp_path: Path, aligned: list[list[float]], random_: list[list[float]]) -> str:
+    """claims.md text for two unseen tasks whose per-instance scores are given (rows: tasks)."""
+    claims = _load("claims")
+    tasks = [{"name": f"u{i}", "split": "unseen"} for i in range(len(aligned))]
+    records, per_task, avg = [], {}, {}
+    for label, rows in (("t2l-sft[train]", aligned), ("t2l-sft[random]", random_)):
+        for i, values in enumerate(rows):
+            records.append({"label": label, "task": f"u{i}", "scores": {"per_instance_rouge_l": values}})
+            per_task.setdefault(label, {})[f"u{i}"] = {"score": sum(values) / len(values)}
+        avg[label] = {"unseen": {"score": sum(per_task[label][t["name"]]["score"] for t in tasks) / len(tasks)}}
+    (tmp_path / "results.json").write_text(json.dumps({"averages": avg, "per_task": per_task, "tasks": tasks,
+                                                       "records": records}))
+    return next(line for line in claims.check(tmp_path).splitlines()
+                if line.startswith("| unseen: aligned descriptions beat random strings"))
+
+
+def test_claims_margin_needs_an_interval_above_zero(tmp_path):
+    # the same +5-point average gap: steady on every instance, or two big wins among many small losses
+    steady = _margin_report(tmp_path, [[0.35] * 20, [0.55] * 20], [[0.30] * 20, [0.50] * 20])
+    assert "| holds |" in steady and "95% CI [+5.0, +5.0] over instances" in steady
+    lumpy_a = [[1.0, 1.0] + [0.0] * 18, [1.0, 1.0] + [0.0] * 18]
+    lumpy_r = [[0.0, 0.0] + [0.05] * 18, [0.0, 0.0] + [0.05] * 18]
+    lumpy = _margin_report(tmp_path, lumpy_a, lumpy_r)
+    assert "DOES NOT HOLD" in lumpy and "+5.5 points" in lumpy and "better on 2 tasks" in lumpy
+    low = float(lumpy.split("95% CI [")[1].split(",")[0])
+    assert low < 0  # two lucky instances per task are not a clear margin
+    # per-instance scores of different lengths are not paired: no interval, the plain rule decides
+    unpaired = _margin_report(tmp_path, [[0.4] * 20, [0.6] * 20], [[0.3] * 19, [0.5] * 19])
+    assert "| holds |" in unpaired and "CI" not in unpaired
+
+
+def test_claims_complete_old_multiple_choice_records_from_the_library(tmp_path):
+    from text2lora.data.library import write_index, write_task_instances
+    from text2lora.data.task import Instance, Task
+
+    claims = _load("claims")
+    lib = tmp_path / "lib"
+    answers = [0, 1, 1, 0]
+    write_task_instances(lib, "mc", [Instance.choice(f"q{i}", ["a", "b"], a) for i, a in enumerate(answers)],
+                         ["test"] * 4)
+    write_index(lib, [Task(name="mc", source="mc", definition="Pick.", metric="multiple_choice", split="unseen",
+                           counts={"train": 0, "validation": 0, "test": 4, "total": 4})], meta={}, dropped=[])
+    record = {"label": "base", "task": "mc", "scores": {"choices": [0, 0, 1], "accuracy": 2 / 3}}
+    results = {"config": {"library": str(lib)}, "records": [record]}
+    assert claims.per_instance_scores(results)["base"]["mc"].tolist() == [1.0, 0.0, 1.0]
+    record["scores"]["accuracy"] = 1.0  # not the instances it scored: left out rather than guessed
+    assert claims.per_instance_scores(results) == {}
+    record["scores"]["per_instance_correct"] = [0.0, 1.0]  # new records carry their own
+    assert claims.per_instance_scores(results)["base"]["mc"].tolist() == [0.0, 1.0]
+
+
 def test_description_spread_gram_matches_the_full_updates():
     import torch
 

@@ -86,10 +86,12 @@ def choice_scores(mean_logp: list[list[float]], sum_logp: list[list[float]], ans
     picks = [max(range(len(s)), key=lambda j: (s[j], -j)) for s in mean_logp]
     picks_sum = [max(range(len(s)), key=lambda j: (s[j], -j)) for s in sum_logp]
     n = len(answers)
-    acc = sum(p == a for p, a in zip(picks, answers)) / n
+    correct = [float(p == a) for p, a in zip(picks, answers)]
+    acc = sum(correct) / n
     return {"metric": MULTIPLE_CHOICE, "n": n, "accuracy": acc,
             "accuracy_sum": sum(p == a for p, a in zip(picks_sum, answers)) / n, "score": acc,
-            "choices": picks, "mean_logprob": [[round(x, 5) for x in s] for s in mean_logp]}
+            "choices": picks, "per_instance_correct": correct,
+            "mean_logprob": [[round(x, 5) for x in s] for s in mean_logp]}
 
 
 def _prompt_length(encoding: dict[str, list[int]]) -> int:

@@ -132,10 +132,10 @@ def paired_intervals(instances: Instances, left: str, right: str, names: list[st
 
 def _library_answers(results: dict) -> Callable[[str, int], list[int] | None]:
     """``answers(task, n)``: the first ``n`` test answers of a library task (the instances the eval scored), from
-    the library the report names; ``None`` where it is not on this machine."""
-    from text2lora.data.library import TaskLibrary
+    the library the report names (or the default one, as the eval used); ``None`` where it is not on this machine."""
+    from text2lora.data.library import TaskLibrary, default_library_dir
 
-    path = (results.get("config") or {}).get("library")
+    path = (results.get("config") or {}).get("library") or default_library_dir()
     library = None
     if path and Path(path, "index.json").is_file():
         library = TaskLibrary.load(path)

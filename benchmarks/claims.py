@@ -134,6 +134,7 @@ def _library_answers(results: dict) -> Callable[[str, int], list[int] | None]:
     """``answers(task, n)``: the first ``n`` test answers of a library task (the instances the eval scored), from
     the library the report names (or the default one, as the eval used); ``None`` where it is not on this machine."""
     from text2lora.data.library import TaskLibrary, default_library_dir
+    from text2lora.errors import Text2LoraError
 
     path = (results.get("config") or {}).get("library") or default_library_dir()
     library = None
@@ -145,7 +146,7 @@ def _library_answers(results: dict) -> Callable[[str, int], list[int] | None]:
             return None
         try:
             test = library.instances(task, "test")[:n]
-        except Exception:  # a task the library does not have (a user task file): no answers
+        except Text2LoraError:  # a task the library does not have (a user task file): no answers
             return None
         return [inst.answer for inst in test] if len(test) == n else None
 

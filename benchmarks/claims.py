@@ -137,9 +137,7 @@ def _library_answers(results: dict) -> Callable[[str, int], list[int] | None]:
     from text2lora.errors import Text2LoraError
 
     path = (results.get("config") or {}).get("library") or default_library_dir()
-    library = None
-    if path and Path(path, "index.json").is_file():
-        library = TaskLibrary.load(path)
+    library = TaskLibrary.load(path) if Path(path, "index.json").is_file() else None
 
     def answers(task: str, n: int) -> list[int] | None:
         if library is None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from text2lora.cli import main
-from text2lora.data import bigbench
+from text2lora.data import bigbench, fetch
 from text2lora.data.describe import DescribeConfig, clean_description, describe_library, leak_strings, reject_reason
 from text2lora.data.fit import Budget
 from text2lora.data.library import TaskLibrary
@@ -28,7 +28,7 @@ BUDGET = Budget(max_prompt_tokens=64, max_output_tokens=16, min_instances=4, max
 
 
 def _prepare(out: Path, **kw) -> object:
-    config = PrepareConfig(out=out, bigbench=False, extra=SOURCES, description="Say whether the number is even.",
+    config = PrepareConfig(out=out, sources=[], extra=SOURCES, description="Say whether the number is even.",
                            budget=BUDGET, unseen_fraction=0.3, **kw)
     return prepare_library(config, progress=False, load_tokenizer=lambda name: tiny_chat_tokenizer())
 
@@ -67,7 +67,7 @@ def test_prepare_builds_an_idempotent_library(tmp_path):
 
 
 def test_prepare_reports_drops(tmp_path):
-    config = PrepareConfig(out=tmp_path / "lib", bigbench=False, extra=[FIXTURES / "bigbench", FIXTURES / "bad"],
+    config = PrepareConfig(out=tmp_path / "lib", sources=[], extra=[FIXTURES / "bigbench", FIXTURES / "bad"],
                            budget=Budget(min_instances=5, max_tasks_per_source=1))
     report = prepare_library(config, progress=False, load_tokenizer=lambda name: tiny_chat_tokenizer())
     assert [t.name for t in report.tasks] == ["color_words", "toy_math.addition"]
@@ -88,7 +88,7 @@ def test_cli_prepare_list_show(tmp_path, capsys):
     tok_dir = tmp_path / "tok"
     tiny_chat_tokenizer().save_pretrained(tok_dir)
     lib = tmp_path / "lib"
-    args = ["data", "prepare", "--out", str(lib), "--no-bigbench", "--tokenizer", str(tok_dir), "--quiet",
+    args = ["data", "prepare", "--out", str(lib), "--sources", "none", "--tokenizer", str(tok_dir), "--quiet",
             "--min-instances", "4", "--max-prompt-tokens", "64"]
     for src in SOURCES:
         args += ["--extra", str(src)]
@@ -103,7 +103,9 @@ def test_cli_prepare_list_show(tmp_path, capsys):
 
     assert main(["data", "list", "--library", str(lib)]) == 0
     out = capsys.readouterr().out
-    assert "color_words" in out and out.strip().endswith("8 tasks")
+    assert "color_words" in out and "\n8 tasks in " in out
+    rows = {tuple(line.split()[:3]) for line in out.splitlines()}
+    assert ("natural_instructions_v1", "seen", "2") in rows  # the counts by dataset and split
     assert main(["data", "show", "color_words", "--library", str(lib)]) == 0
     out = capsys.readouterr().out
     assert "definition:" in out and out.count("instance ") == 3 and "options: " in out
@@ -219,7 +221,7 @@ def test_fetch_failure_is_one_clear_line(tmp_path, monkeypatch):
         return subprocess.CompletedProcess(cmd, 1, "", "WARNING: Retrying...\nERROR: Could not find a version "
                                                         "that satisfies the requirement bigbench==1.0.0\n")
 
-    monkeypatch.setattr(bigbench.subprocess, "run", fake_run)
+    monkeypatch.setattr(fetch.subprocess, "run", fake_run)
     with pytest.raises(Text2LoraError) as err:
         bigbench.fetch_sdist(tmp_path, quiet=True)
     assert str(err.value) == ("cannot download bigbench==1.0.0 with pip (is the package registry reachable?): "
@@ -231,7 +233,7 @@ def test_fetch_rejects_a_wrong_hash(tmp_path, monkeypatch):
         Path(cmd[cmd.index("-d") + 1], bigbench.BIGBENCH_SDIST).write_bytes(b"not the sdist")
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(bigbench.subprocess, "run", fake_run)
+    monkeypatch.setattr(fetch.subprocess, "run", fake_run)
     with pytest.raises(Text2LoraError, match="has sha256 .* expected 1bb398a5"):
         bigbench.fetch_sdist(tmp_path, quiet=True)
     assert not (tmp_path / bigbench.BIGBENCH_SDIST).exists()

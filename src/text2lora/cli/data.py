@@ -9,16 +9,21 @@ from typing import Optional
 
 import typer
 
+from text2lora.data.describe import DescribeConfig
+
 app = typer.Typer(help="Build and inspect the task library.", no_args_is_help=True)
 
+_DESCRIBE = DescribeConfig()
 LibraryOpt = typer.Option(None, "--library", "-l", help="Library directory (default $TEXT2LORA_HOME/library).")
 
 
 @app.command()
 def prepare(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Library directory (default $TEXT2LORA_HOME/library)."),
-    bigbench: bool = typer.Option(True, "--bigbench/--no-bigbench",
-                                  help="Include Natural Instructions v1 + BIG-bench from the pinned bigbench sdist."),
+    sources: str = typer.Option(
+        "ni1,bigbench,evals", "--sources",
+        help="Built-in task sources, comma-separated, or 'none': ni1 (Natural Instructions v1) and bigbench (both "
+             "from the pinned bigbench sdist), evals (OpenAI's evals registry, from the pinned evals wheel)."),
     extra: list[Path] = typer.Option([], "--extra", "-e", help="More task files/directories (SNI v2, BIG-bench JSON, "
                                                                 "user JSONL); repeatable."),
     format: str = typer.Option("auto", "--format", help="Format of --extra paths: auto, bigbench, ni1, sni, jsonl."),
@@ -33,14 +38,15 @@ def prepare(
     max_tasks_per_source: int = typer.Option(12, help="Tasks kept per source family."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Fetch the pinned bigbench sdist, extract its task JSON files and build the task library."""
+    """Fetch the pinned task sources (bigbench sdist, evals wheel; never installed) and build the task library."""
     from text2lora.data.fit import Budget
     from text2lora.data.prepare import PrepareConfig, prepare_library
 
     budget = Budget(max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens,
                     min_instances=min_instances, max_instances=max_instances,
                     max_tasks_per_source=max_tasks_per_source)
-    config = PrepareConfig(out=out, bigbench=bigbench, extra=list(extra), format=format, description=description,
+    names = [] if sources.strip().lower() == "none" else [s.strip() for s in sources.split(",") if s.strip()]
+    config = PrepareConfig(out=out, sources=names, extra=list(extra), format=format, description=description,
                            tokenizer=tokenizer, budget=budget, seed=seed, unseen_fraction=unseen_fraction)
     report = prepare_library(config, progress=not quiet)
     for problem in report.problems:
@@ -50,6 +56,7 @@ def prepare(
     typer.echo(f"\n{len(tasks)} tasks in {report.root}")
     typer.echo("by metric:  " + _fmt(Counter(t.metric for t in tasks)))
     typer.echo("by dataset: " + _fmt(Counter(t.origin for t in tasks)))
+    typer.echo("by language: " + _fmt(Counter(t.language for t in tasks)))
     typer.echo("by split:   " + _fmt(Counter(t.split for t in tasks)))
     instances = Counter()
     for t in tasks:
@@ -86,16 +93,17 @@ def _print_dropped(dropped: list[dict[str, str]]) -> None:
 @app.command()
 def describe(
     library: Optional[Path] = LibraryOpt,
-    model: str = typer.Option("bundled:smollm2-135m-instruct", help="Instruct model: bundled name, HF id or directory."),
-    k: int = typer.Option(16, help="Training descriptions per task (the task's own included)."),
-    k_eval: int = typer.Option(3, help="Held-out descriptions per task."),
+    model: str = typer.Option(_DESCRIBE.model, help="Instruct model: bundled name, HF id or directory."),
+    k: int = typer.Option(_DESCRIBE.k, help="Training descriptions per task (the task's own included)."),
+    k_eval: int = typer.Option(_DESCRIBE.k_eval, help="Held-out descriptions per task."),
     task: list[str] = typer.Option([], "--task", "-t", help="Only these tasks (repeatable)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N tasks."),
-    samples_per_prompt: int = typer.Option(8, help="Sampled descriptions per prompt and generation call."),
-    rounds: int = typer.Option(2, help="Generation calls per task at most."),
-    min_similarity: float = typer.Option(0.45, help="Reject descriptions less similar to the definition (MiniLM "
-                                                    "cosine); 0 disables the check."),
-    seed: int = typer.Option(0),
+    samples_per_prompt: int = typer.Option(_DESCRIBE.samples_per_prompt,
+                                           help="Sampled descriptions per prompt and generation call."),
+    rounds: int = typer.Option(_DESCRIBE.rounds, help="Generation calls per task at most."),
+    min_similarity: float = typer.Option(_DESCRIBE.min_similarity, help="Reject descriptions less similar to the "
+                                         "definition (MiniLM cosine); 0 disables the check."),
+    seed: int = typer.Option(_DESCRIBE.seed),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice; 1 is faster "
                                                      "on a busy shared CPU)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -126,11 +134,18 @@ def list_tasks(
     lib = TaskLibrary.load(library)
     tasks = [t for t in lib.tasks if (split is None or t.split == split) and (source is None or t.source == source)]
     width = max((len(t.name) for t in tasks), default=4)
-    typer.echo(f"{'task':{width}}  split   metric           n    desc  source")
+    typer.echo(f"{'task':{width}}  split   metric           n    desc  lang      source")
     for t in tasks:
         typer.echo(f"{t.name:{width}}  {t.split or '-':6}  {t.metric:15}  {t.counts.get('total', 0):4d}  "
-                   f"{len(t.descriptions):2d}+{len(t.eval_descriptions)}  {t.source}")
-    typer.echo(f"{len(tasks)} tasks")
+                   f"{len(t.descriptions):2d}+{len(t.eval_descriptions)}  {t.language:8}  {t.source}")
+    typer.echo(f"{len(tasks)} tasks in {len({t.source for t in tasks})} source families")
+    by: dict[tuple[str, str], list] = defaultdict(list)
+    for t in tasks:
+        by[(t.origin, t.split or "-")].append(t)
+    typer.echo(f"{'dataset':26}  {'split':6}  {'tasks':>5}  {'families':>8}  {'described':>9}")
+    for (origin, side), group in sorted(by.items()):
+        described = sum(1 for t in group if len(t.descriptions) > 1)
+        typer.echo(f"{origin:26}  {side:6}  {len(group):5d}  {len({t.source for t in group}):8d}  {described:9d}")
 
 
 @app.command()

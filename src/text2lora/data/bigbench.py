@@ -7,10 +7,7 @@
   (BIG-bench JSON tasks and the Natural Instructions v1 subtasks) under ``home()/sources/bigbench-1.0.0``.
   Each file is written atomically and a ``.complete`` marker is written last, so a killed run resumes.
 
-Why a bootstrap around pip: pip >= 26 refuses any PyPI sdist that declares a direct-URL dependency, and
-bigbench 1.0.0 declares one (``bleurt @ file://...``) even though ``--no-deps`` never follows it. We only want
-the archive's data files, so the bootstrap switches that one check off for this download and calls pip's own
-``main``. Everything else (index, cache, certificates, constraints) is pip's usual behaviour.
+The download itself is :func:`text2lora.data.fetch.fetch_pinned` (pip, no install, sha256 checked).
 """
 
 from __future__ import annotations
@@ -18,14 +15,12 @@ from __future__ import annotations
 import io
 import logging
 import os
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from text2lora.data.fetch import fetch_pinned
 from text2lora.errors import Text2LoraError
-from text2lora.models.bundled import sha256_file
 from text2lora.paths import atomic_write_text, home
 
 log = logging.getLogger(__name__)
@@ -37,62 +32,14 @@ BIGBENCH_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc
 _TASKS_PREFIX = PurePosixPath("bigbench-1.0.0/bigbench/benchmark_tasks")
 _COMPLETE = ".complete"
 
-_PIP_BOOTSTRAP = """
-import sys
-try:
-    import pip._internal.operations.prepare as _prepare
-    if hasattr(_prepare, "check_pypi_direct_references"):
-        _prepare.check_pypi_direct_references = lambda *args, **kwargs: None
-except ImportError:
-    pass
-from pip._internal.cli.main import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def downloads_dir() -> Path:
-    return home() / "downloads"
-
-
 def sources_dir() -> Path:
     return home() / "sources" / "bigbench-1.0.0"
 
 
 def fetch_sdist(cache_dir: Path | None = None, *, quiet: bool = False) -> Path:
     """Download (once) and verify the BIG-bench sdist; return its path."""
-    cache_dir = Path(cache_dir) if cache_dir is not None else downloads_dir()
-    target = cache_dir / BIGBENCH_SDIST
-    if target.is_file():
-        if sha256_file(target) == BIGBENCH_SHA256:
-            return target
-        log.warning("%s has the wrong sha256; downloading it again", target)
-        target.unlink()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".pip-download-", dir=cache_dir) as tmp:
-        cmd = [sys.executable, "-c", _PIP_BOOTSTRAP, "download", "--no-deps", "--no-binary", ":all:",
-               BIGBENCH_REQUIREMENT, "-d", tmp, "--disable-pip-version-check"]
-        if quiet:
-            cmd.append("--quiet")
-        print(f"downloading {BIGBENCH_REQUIREMENT} (~360 MB) with pip ...", file=sys.stderr)
-        proc = subprocess.run(cmd, stdout=None if not quiet else subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
-        got = Path(tmp) / BIGBENCH_SDIST
-        if proc.returncode != 0 or not got.is_file():
-            raise Text2LoraError(
-                f"cannot download {BIGBENCH_REQUIREMENT} with pip (is the package registry reachable?): "
-                f"{_last_line(proc.stderr)}"
-            )
-        digest = sha256_file(got)
-        if digest != BIGBENCH_SHA256:
-            raise Text2LoraError(f"{BIGBENCH_SDIST} has sha256 {digest}, expected {BIGBENCH_SHA256}")
-        os.replace(got, target)
-    return target
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("ERROR")]
-    return (errors or lines or ["pip failed without a message"])[-1]
+    return fetch_pinned(BIGBENCH_REQUIREMENT, BIGBENCH_SDIST, BIGBENCH_SHA256, binary=False, size_hint="~360 MB",
+                        cache_dir=cache_dir, quiet=quiet)
 
 
 def task_member_path(name: str) -> PurePosixPath | None:

@@ -14,7 +14,8 @@ preamble, no quotes or labels) and rejected when they are:
 Accepted ones are shuffled (seeded); the first ``k_eval`` are held out for evaluation, the next ``k - 1`` join
 the task's own description for training. Each task's result is cached in ``<library>/descriptions/<name>.json``
 with the settings that made it, so a rerun skips finished tasks (resumable) and ``index.json`` is refreshed at
-the end. ``describe_library(root, DescribeConfig(...), names=None, limit=None) -> DescribeReport``.
+the end. Tasks whose shipped descriptions (:func:`text2lora.data.library.shipped_descriptions`) were written with
+the same settings count as cached: a fresh clone has nothing to describe at the default settings. ``describe_library(root, DescribeConfig(...), names=None, limit=None) -> DescribeReport``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from text2lora.data.fit import rng_for
-from text2lora.data.library import TaskLibrary, descriptions_file, refresh_descriptions
+from text2lora.data.library import TaskLibrary, description_record, descriptions_file, refresh_descriptions
 from text2lora.data.task import Instance, Task
-from text2lora.paths import read_json, write_json
+from text2lora.paths import write_json
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ class DescribeConfig:
 
     model: str = "bundled:smollm2-135m-instruct"
     """Instruct model: a bundled name, a Hugging Face id or a local directory."""
-    k: int = 16
-    """Training descriptions per task, the task's own included."""
+    k: int = 9
+    """Training descriptions per task, the task's own included (the shipped ones: 8 written + the task's own)."""
     k_eval: int = 3
     """Held-out descriptions per task (evaluation)."""
     examples: int = 1
@@ -299,8 +300,8 @@ def describe_library(
     report = DescribeReport()
     todo = []
     for task in tasks:
-        path = descriptions_file(library.root, task.name)
-        if path.is_file() and read_json(path, "description cache").get("settings") == config.cache_key():
+        record = description_record(library.root, task)
+        if record is not None and record.get("settings") == config.cache_key():
             report.cached.append(task.name)
         else:
             todo.append(task)

@@ -6,6 +6,9 @@ Layout of a library directory (default ``$TEXT2LORA_HOME/library``)::
     tasks/<name>.jsonl         one Instance JSON per line, plus "split": "train" | "validation" | "test"
     descriptions/<name>.json   written by `text2lora data describe` (its cache; merged into index.json)
 
+Tasks without a describe cache get the descriptions that ship in ``text2lora/data/descriptions/<origin>.json``
+(:func:`shipped_descriptions`, written by :func:`export_descriptions`), so every clone builds the same library.
+
 ``meta`` records how the library was built: sources (with sha256), tokenizer, budget, seed, split settings.
 Every file is written atomically; ``index.json`` is written last, so a library with an index is complete.
 
@@ -16,6 +19,7 @@ Every file is written atomically; ``index.json`` is written last, so a library w
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 from pathlib import Path
@@ -53,17 +57,77 @@ def write_task_instances(root: Path, name: str, instances: list[Instance], split
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def apply_descriptions(root: Path, task: Task) -> Task:
-    """Fill a task's descriptions from its describe cache, if there is one (own description kept first)."""
-    path = descriptions_file(root, task.name)
+SHIPPED_DIR = Path(__file__).parent / "descriptions"
+"""The descriptions that ship with text2lora: one JSON file per task source (see :func:`shipped_descriptions`)."""
+SHIPPED_FORMAT = 1
+
+
+def shipped_file(origin: str) -> Path:
+    return SHIPPED_DIR / f"{origin}.json"
+
+
+@functools.lru_cache(maxsize=None)
+def shipped_descriptions(origin: str) -> dict[str, Any]:
+    """The committed descriptions of one source (``{"written_by": settings, "tasks": {name: {...}}}``, empty when
+    none ship). They are what ``text2lora data describe`` wrote with ``written_by``'s settings, so a fresh clone
+    gets them, byte for byte, without running a model."""
+    path = shipped_file(origin)
     if not path.is_file():
+        return {"written_by": None, "tasks": {}}
+    data = read_json(path, "shipped descriptions")
+    if not isinstance(data, dict) or data.get("format") != SHIPPED_FORMAT or not isinstance(data.get("tasks"), dict):
+        raise Text2LoraError(f"{path} is not a format-{SHIPPED_FORMAT} descriptions file")
+    return data
+
+
+def description_record(root: Path, task: Task) -> dict[str, Any] | None:
+    """A task's generated descriptions: the library's own describe cache if it has one, else the shipped ones."""
+    path = descriptions_file(root, task.name)
+    if path.is_file():
+        return read_json(path, "description cache")
+    shipped = shipped_descriptions(task.origin)
+    record = shipped["tasks"].get(task.name)
+    return None if record is None else {"settings": shipped["written_by"], **record}
+
+
+def apply_descriptions(root: Path, task: Task) -> Task:
+    """Fill a task's descriptions from its describe cache or the shipped file (own description kept first)."""
+    record = description_record(root, task)
+    if record is None:
         return task
-    cache = read_json(path, "description cache")
     own = task.descriptions[0] if task.descriptions else task.definition
-    train = [d for d in cache.get("descriptions", []) if d != own]
+    train = [d for d in record.get("descriptions", []) if d != own]
     task.descriptions = [own, *train]
-    task.eval_descriptions = list(cache.get("eval_descriptions", []))
+    task.eval_descriptions = list(record.get("eval_descriptions", []))
     return task
+
+
+def export_descriptions(root: Path, settings: dict[str, Any], dest: Path = SHIPPED_DIR) -> dict[str, int]:
+    """Write the library's describe caches made with ``settings`` as one shipped file per source; returns how
+    many tasks each file holds. Tasks already in a shipped file keep their record unless the cache replaces it."""
+    library = TaskLibrary.load(root)
+    counts: dict[str, int] = {}
+    by_origin: dict[str, dict[str, Any]] = {}
+    for task in library.tasks:
+        path = descriptions_file(library.root, task.name)
+        if not path.is_file():
+            continue
+        cache = read_json(path, "description cache")
+        if cache.get("settings") != settings:
+            continue
+        own = task.descriptions[0] if task.descriptions else task.definition
+        by_origin.setdefault(task.origin, {})[task.name] = {
+            "descriptions": [d for d in cache.get("descriptions", []) if d != own],
+            "eval_descriptions": list(cache.get("eval_descriptions", [])),
+        }
+    for origin, tasks in sorted(by_origin.items()):
+        target = Path(dest) / f"{origin}.json"
+        old = read_json(target, "shipped descriptions") if target.is_file() else {}
+        merged = {**(old.get("tasks", {}) if old.get("written_by") == settings else {}), **tasks}
+        write_json(target, {"format": SHIPPED_FORMAT, "written_by": settings, "tasks": merged})
+        counts[origin] = len(merged)
+    shipped_descriptions.cache_clear()
+    return counts
 
 
 def write_index(root: Path, tasks: list[Task], *, meta: dict[str, Any], dropped: list[dict[str, str]]) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from text2lora.data import bigbench
+from text2lora.data import bigbench, evals_registry
 from text2lora.data.fit import Budget, fit_task, rng_for
 from text2lora.data.library import (
     apply_descriptions,
@@ -35,11 +35,17 @@ from text2lora.data.loaders import (
     list_subtasks,
     load_path,
 )
+from text2lora.data.language import guess_language
 from text2lora.data.splits import check_disjoint_sources, split_instances, split_tasks
 from text2lora.data.task import Task, TaskData
 from text2lora.errors import Text2LoraError
 
 log = logging.getLogger(__name__)
+
+SOURCES = ("ni1", "bigbench", "evals")
+"""Built-in task sources: Natural Instructions v1 and BIG-bench (both in the bigbench sdist), the evals registry."""
+LANGUAGE_SAMPLE = 20
+"""Instances whose text joins the definition in guessing a task's language."""
 
 
 @dataclass
@@ -48,8 +54,9 @@ class PrepareConfig:
 
     out: Path | None = None
     """Library directory (default ``$TEXT2LORA_HOME/library``)."""
-    bigbench: bool = True
-    """Include Natural Instructions v1 and BIG-bench from the pinned sdist."""
+    sources: list[str] = field(default_factory=lambda: list(SOURCES))
+    """Built-in task sources (``SOURCES``): Natural Instructions v1 and BIG-bench from the pinned ``bigbench`` sdist,
+    OpenAI's evals registry from the pinned ``evals`` wheel."""
     extra: list[Path] = field(default_factory=list)
     """More task files or directories (SNI v2 task files, BIG-bench JSON, user JSONL)."""
     format: str = "auto"
@@ -67,8 +74,16 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise Text2LoraError(f"unknown format {self.format!r}; use one of {', '.join(FORMATS)}")
-        if not self.bigbench and not self.extra:
-            raise Text2LoraError("nothing to prepare: no BIG-bench (--no-bigbench) and no --extra path")
+        unknown = [s for s in self.sources if s not in SOURCES]
+        if unknown:
+            raise Text2LoraError(f"unknown task source {unknown[0]!r}; use some of {', '.join(SOURCES)}")
+        if not self.sources and not self.extra:
+            raise Text2LoraError("nothing to prepare: no built-in source and no extra path")
+
+    @property
+    def bigbench(self) -> bool:
+        """Whether the bigbench sdist is needed (it carries both Natural Instructions v1 and BIG-bench)."""
+        return "ni1" in self.sources or "bigbench" in self.sources
 
 
 @dataclass
@@ -115,6 +130,9 @@ class _Builder:
         if result.data is None:
             self.dropped.append({"name": name, "reason": result.reason or "no usable instances"})
             return
+        task = result.data.task
+        sample = [f"{i.input} {i.output}" for i in result.data.instances[:LANGUAGE_SAMPLE]]
+        task.language = guess_language(name, [task.definition, *sample])
         self.kept[name] = result.data
         self.per_source[item.task.source] += 1
 
@@ -122,7 +140,8 @@ class _Builder:
 def _bigbench_sources(builder: _Builder, root: Path, progress: bool) -> dict[str, str]:
     from tqdm import tqdm
 
-    dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    wanted = set(builder.config.sources)
+    dirs = sorted(p for p in root.iterdir() if p.is_dir() and ("ni1" if p.name == NI1_DIR else "bigbench") in wanted)
     # Natural Instructions first: its tasks have the richest definitions.
     dirs.sort(key=lambda p: p.name != NI1_DIR)
     for task_dir in tqdm(dirs, desc="loading tasks", unit="dir", disable=not progress):
@@ -130,14 +149,27 @@ def _bigbench_sources(builder: _Builder, root: Path, progress: bool) -> dict[str
         rng_for(builder.config.seed, "subtask-order", task_dir.name).shuffle(order)
         for item in iter_bigbench_dir(task_dir, order=order, want=builder.want):
             builder.add(item)
-    return {"bigbench": f"{bigbench.BIGBENCH_REQUIREMENT} sha256:{bigbench.BIGBENCH_SHA256}"}
+    return {name: f"{bigbench.BIGBENCH_REQUIREMENT} sha256:{bigbench.BIGBENCH_SHA256}"
+            for name in ("ni1", "bigbench") if name in wanted}
+
+
+def _evals_source(builder: _Builder, wheel: Path) -> dict[str, str]:
+    result = evals_registry.load_registry(wheel)
+    builder.dropped.extend(result.dropped)
+    rng_for(builder.config.seed, "evals-order").shuffle(result.tasks)  # which sets a family's cap keeps
+    for item in [*result.problems, *result.tasks]:
+        builder.add(item)
+    return {"evals": f"{evals_registry.EVALS_REQUIREMENT} sha256:{evals_registry.EVALS_SHA256}"}
 
 
 def prepare_library(config: PrepareConfig, *, progress: bool = True,
                     load_tokenizer: Callable | None = None) -> PrepareReport:
     """Build (or rebuild) the task library described by ``config``."""
-    if config.bigbench:  # first: a registry problem should show before the slow steps
+    # downloads first: a registry problem should show before the slow steps
+    if config.bigbench:
         sources_root = bigbench.extract_tasks(bigbench.fetch_sdist(quiet=not progress), progress=progress)
+    if "evals" in config.sources:
+        evals_wheel = evals_registry.fetch_wheel(quiet=not progress)
     if load_tokenizer is None:
         from text2lora.models.base import load_tokenizer
     tokenizer = load_tokenizer(config.tokenizer)
@@ -146,6 +178,8 @@ def prepare_library(config: PrepareConfig, *, progress: bool = True,
     sources: dict[str, str] = {}
     if config.bigbench:
         sources.update(_bigbench_sources(builder, sources_root, progress))
+    if "evals" in config.sources:
+        sources.update(_evals_source(builder, evals_wheel))
     for path in config.extra:
         result = load_path(path, format=config.format, description=config.description)
         for item in [*result.problems, *result.tasks]:
@@ -156,8 +190,7 @@ def prepare_library(config: PrepareConfig, *, progress: bool = True,
         raise Text2LoraError(f"no usable task found ({detail})")
 
     tasks = [d.task for d in builder.kept.values()]
-    sides = split_tasks(tasks, unseen_fraction=config.unseen_fraction, seed=config.seed,
-                        unseen_sources=config.unseen_sources)
+    sides = _split(tasks, config)
     for data in builder.kept.values():
         task = data.task
         task.split = sides[task.name]
@@ -180,6 +213,29 @@ def prepare_library(config: PrepareConfig, *, progress: bool = True,
     return PrepareReport(root=root, tasks=sorted(tasks, key=lambda t: t.name),
                          dropped=sorted(builder.dropped, key=lambda d: d["name"]),
                          problems=builder.problems)
+
+
+def _split(tasks: list[Task], config: PrepareConfig) -> dict[str, str]:
+    """Seen/unseen by source family. The evals registry is split on its own, so that adding it leaves the split
+    of the other sources as it was (tasks that earlier checkpoints never trained on stay unseen)."""
+    groups: dict[bool, list[Task]] = {False: [], True: []}
+    for task in tasks:
+        groups[task.origin == evals_registry.ORIGIN].append(task)
+    sides: dict[str, str] = {}
+    for is_evals, group in groups.items():
+        if not group:
+            continue
+        explicit = None
+        if config.unseen_sources is not None:
+            families = {t.source for t in group}
+            explicit = [s for s in config.unseen_sources if s in families]
+        sides.update(split_tasks(group, unseen_fraction=config.unseen_fraction, seed=config.seed,
+                                 unseen_sources=explicit))
+    if config.unseen_sources is not None:
+        unknown = set(config.unseen_sources) - {t.source for t in tasks}
+        if unknown:
+            raise Text2LoraError(f"unknown source(s) for the unseen split: {', '.join(sorted(unknown))}")
+    return sides
 
 
 def _remove_stale(root: Path, names: set[str]) -> None:

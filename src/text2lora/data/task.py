@@ -7,7 +7,8 @@ one JSONL line per instance, one index entry per task.
   (the first reference) and optionally ``references`` (every acceptable output, for ROUGE/exact match); a
   multiple-choice instance has ``options`` and ``answer`` (an index into them) and ``output == options[answer]``,
   which is the completion a model is trained on.
-* ``Task(name, source, definition, descriptions, eval_descriptions, metric, split, license, origin, counts)``:
+* ``Task(name, source, definition, descriptions, eval_descriptions, metric, split, license, origin, language,
+  counts)``:
   ``source`` is the dataset family used to keep related tasks on one side of the seen/unseen split;
   ``descriptions[0]`` is the task's own description, the rest are written by ``text2lora data describe``.
 """
@@ -107,7 +108,10 @@ class Task:
     """``seen`` (training) or ``unseen`` (zero-shot); ``None`` before splitting."""
     license: str = "unknown"
     origin: str = "unknown"
-    """Which loader produced it: ``natural_instructions_v1``, ``bigbench``, ``super_natural_instructions``, ``jsonl``."""
+    """Which loader produced it: ``natural_instructions_v1``, ``bigbench``, ``openai_evals``,
+    ``super_natural_instructions``, ``jsonl``."""
+    language: str = "unknown"
+    """ISO 639-1 code guessed from the task's text (:mod:`text2lora.data.language`), ``xx-<script>`` when unnamed."""
     counts: dict[str, int] = field(default_factory=dict)
     """Instances per split (``train``/``validation``/``test``) and ``total``."""
 

@@ -1,7 +1,14 @@
-"""Text metrics: normalised exact match and ROUGE-L (LCS F-measure over normalised word tokens).
+"""Text metrics: strict and normalised exact match, ROUGE-L (LCS F-measure over normalised word tokens), copies.
 
-Self-contained (no NLTK download) so that scoring works offline. Both use SQuAD-style normalisation (lower case,
-no punctuation, no articles), so ROUGE-L here reads slightly higher than rouge-score's unnormalised ``rougeL``.
+Self-contained (no NLTK download) so that scoring works offline.
+
+* ``strict_match``: case-sensitive exact match after trimming whitespace and one trailing period: the headline of
+  short-answer tasks, since lower-casing would let an adapter that returns its input unchanged pass a task that asks
+  for upper case.
+* ``exact_match`` and ``rouge_l`` use SQuAD-style normalisation (lower case, no punctuation, no articles), so
+  ROUGE-L here reads slightly higher than rouge-score's unnormalised ``rougeL``; ROUGE-L is the headline of
+  long-form tasks only.
+* ``is_copy``: the output is the input, whitespace aside (the copy rate of a report).
 """
 
 from __future__ import annotations
@@ -17,6 +24,27 @@ def normalize(text: str) -> str:
     """Lower-case, drop punctuation and articles, squeeze spaces."""
     text = text.lower().translate(_PUNCT)
     return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+SHORT_ANSWER_WORDS = 5
+"""Tasks whose references all have at most this many words are short-answer tasks (headline: strict match)."""
+
+
+def strict_form(text: str) -> str:
+    text = text.strip()
+    return text[:-1].rstrip() if text.endswith(".") else text
+
+
+def strict_match(prediction: str, reference: str) -> float:
+    return float(strict_form(prediction) == strict_form(reference))
+
+
+def is_copy(prediction: str, source: str) -> float:
+    return float(" ".join(prediction.split()) == " ".join(source.split()))
+
+
+def is_short_answer(references: list[list[str]]) -> bool:
+    return all(len(r.split()) <= SHORT_ANSWER_WORDS for refs in references for r in refs)
 
 
 def exact_match(prediction: str, reference: str) -> float:

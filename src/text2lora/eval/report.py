@@ -2,9 +2,11 @@
 timing), ``results.md`` (averages over seen and unseen tasks, then one row per task) and ``results.png`` (bars
 of the averages).
 
-A task's score is ROUGE-L for generation tasks and length-normalised accuracy for multiple-choice tasks (x100
-in the tables), averaged over the descriptions a unit was scored with; a method's average over a split is
-the mean over the tasks it has a score for (the table says how many when that is fewer than all).
+A task's score is its headline metric (x100 in the tables): case-sensitive exact match for short-answer generation
+tasks (every reference at most 5 words), ROUGE-L for long-form ones, length-normalised accuracy for multiple choice;
+averaged over the descriptions a unit was scored with. A method's average over a split is the mean over the tasks it
+has a score for (the table says how many when that is fewer than all). Every generation score also carries its copy
+rate: the share of outputs that repeat the input, whitespace aside.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from text2lora.paths import atomic_write_text, write_json
 log = logging.getLogger(__name__)
 
 SPLITS = ("seen", "unseen", "user")
-_KEYS = ("score", "rouge_l", "exact_match", "accuracy")
+_KEYS = ("score", "strict_exact_match", "rouge_l", "exact_match", "accuracy", "copy_rate")
 
 
 def _mean(values: list[float]) -> float | None:
@@ -67,6 +69,16 @@ def _cell(value: float | None, n: int | None = None, of: int | None = None) -> s
     return f"{text} ({n}/{of})" if n is not None and of is not None and n < of else text
 
 
+_METRIC_NAMES = {"multiple_choice": "MC", "accuracy": "MC", "generation": "gen", "rouge_l": "ROUGE-L",
+                 "strict_exact_match": "EM"}
+
+
+def _task_cell(entry: dict[str, Any]) -> str:
+    cell = _cell(entry.get("score"))
+    copy = entry.get("copy_rate")
+    return f"{cell} ({100 * copy:.0f}% copy)" if copy else cell
+
+
 def markdown(result, table, avg) -> str:
     cfg = result.config
     settings = cfg["settings"]
@@ -74,13 +86,15 @@ def markdown(result, table, avg) -> str:
     lines = [
         "# text2lora evaluation", "",
         f"Base model `{settings['base_model']}`; up to {settings['max_instances']} test instances per task; greedy "
-        f"decoding, at most {settings['max_new_tokens']} new tokens; seed {settings['seed']}. Score: ROUGE-L "
-        "(generation tasks) or length-normalised option log-likelihood accuracy (multiple choice), x100.", "",
+        f"decoding, at most {settings['max_new_tokens']} new tokens; seed {settings['seed']}. Score: case-sensitive "
+        "exact match (short-answer generation tasks: every reference at most 5 words), ROUGE-L (long-form "
+        "generation) or length-normalised option log-likelihood accuracy (multiple choice), x100. Copy: the share "
+        "of generated outputs equal to their input (whitespace aside), x100.", "",
         "## Averages", "",
     ]
     head = ["method"] + [f"{s} ({sum(t['split'] == s for t in result.tasks)} tasks)" for s in splits]
     for s in splits:
-        head += [f"{s} ROUGE-L", f"{s} EM", f"{s} acc"]
+        head += [f"{s} strict EM", f"{s} ROUGE-L", f"{s} EM", f"{s} acc", f"{s} copy"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label in result.columns:
         row = [label]
@@ -89,13 +103,14 @@ def markdown(result, table, avg) -> str:
             row.append(_cell(e.get("score"), e.get("n_tasks"), e.get("of")))
         for s in splits:
             e = avg.get(label, {}).get(s, {})
-            row += [_cell(e.get("rouge_l")), _cell(e.get("exact_match")), _cell(e.get("accuracy"))]
+            row += [_cell(e.get(k)) for k in ("strict_exact_match", "rouge_l", "exact_match", "accuracy", "copy_rate")]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "## Per task", "", "| task | split | metric | " + " | ".join(result.columns) + " |",
+    lines += ["", "## Per task", "", "Score, with the copy rate in brackets where a method repeats any input.", "",
+              "| task | split | metric | " + " | ".join(result.columns) + " |",
               "|" + "---|" * (3 + len(result.columns))]
     for t in result.tasks:
-        cells = [_cell(table.get(label, {}).get(t["name"], {}).get("score")) for label in result.columns]
-        metric = "MC" if t["metric"] == "multiple_choice" else "gen"
+        cells = [_task_cell(table.get(label, {}).get(t["name"], {})) for label in result.columns]
+        metric = _METRIC_NAMES.get(t.get("headline") or t["metric"], t["metric"])
         lines.append(f"| {t['name']} | {t['split']} | {metric} | " + " | ".join(cells) + " |")
     if result.skipped:
         lines += ["", "## Skipped", ""] + [f"- {s['method']} on {s['task']}: {s['reason']}" for s in result.skipped]
@@ -130,7 +145,7 @@ def bar_chart(result, avg, path: Path) -> bool:
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("score (ROUGE-L / accuracy, x100)")
+    ax.set_ylabel("score (strict EM / ROUGE-L / accuracy, x100)")
     ax.set_title(f"text2lora evaluation: {result.config['settings']['base_model']}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -18,7 +18,7 @@ from text2lora.errors import Text2LoraError
 from text2lora.eval.cache import ScoreCache, cache_key, default_cache_dir, stat_files
 from text2lora.eval.config import EvalConfig
 from text2lora.eval.methods import ICL, DescriptionGroups, Method, Unit, build_method, method_path
-from text2lora.eval.scoring import build_request, score_requests
+from text2lora.eval.scoring import build_request, rescore, score_requests
 from text2lora.eval.tasks import EvalTask, load_task_file, select_library_tasks
 
 
@@ -112,7 +112,8 @@ def evaluate(config: EvalConfig, *, model=None, tokenizer=None, echo: Callable[[
     timing["total_s"] = round(time.perf_counter() - t_start, 2)
     timing["cache"] = {"hits": cache.hits, "misses": cache.misses}
     skipped = [{"method": m.name, "task": t, "reason": r} for m in methods for t, r in m.skipped.items()]
-    tasks = [{"name": t.name, "split": t.split, "metric": t.metric, "n": len(t.instances)} for t in etasks]
+    tasks = [{"name": t.name, "split": t.split, "metric": t.metric, "n": len(t.instances), "headline": t.headline}
+             for t in etasks]
     return EvalResult(config=config.to_dict(), records=records, tasks=tasks, columns=columns, skipped=skipped,
                       timing=timing, environment=_environment(), methods=[m.describe() for m in methods])
 
@@ -150,7 +151,7 @@ def _score(method: Method, pending: list[tuple[Unit, str]], by_name: dict[str, E
 def _record(unit: Unit, etask: EvalTask, rec: dict[str, Any], *, cached: bool) -> dict[str, Any]:
     return {"label": unit.label, "method": unit.method, "group": unit.group, "task": unit.task, "split": etask.split,
             "metric": etask.metric, "description": unit.description, "prompt": unit.prompt, "cached": cached,
-            "seconds": rec.get("seconds"), "scores": rec["scores"]}
+            "seconds": rec.get("seconds"), "scores": rescore(rec["scores"], etask)}
 
 
 def _environment() -> dict[str, Any]:

@@ -27,7 +27,7 @@ from text2lora.data.prompts import build_prompt, collate, encode_example
 from text2lora.data.task import MULTIPLE_CHOICE
 from text2lora.eval.config import EvalSettings
 from text2lora.eval.methods import DESCRIPTION, ICL, Unit
-from text2lora.eval.metrics import exact_match, rouge_l
+from text2lora.eval.metrics import exact_match, is_copy, is_short_answer, rouge_l, strict_match
 from text2lora.eval.tasks import EvalTask
 from text2lora.lora import LoraWeights, apply_lora
 from text2lora.train.losses import IGNORE_INDEX
@@ -40,6 +40,7 @@ class Request:
     metric: str  #: "generation" or "multiple_choice"
     prompts: list[str] = field(default_factory=list)  #: generation: chat-templated prompts
     references: list[list[str]] = field(default_factory=list)  #: generation: acceptable outputs per instance
+    inputs: list[str] = field(default_factory=list)  #: generation: the instances' inputs (for the copy rate)
     options: list[list[dict[str, list[int]]]] = field(default_factory=list)  #: MC: encodings per option
     answers: list[int] = field(default_factory=list)  #: MC: the correct option per instance
 
@@ -69,16 +70,32 @@ def build_request(tokenizer, etask: EvalTask, unit: Unit, settings: EvalSettings
             prompt = build_prompt(tokenizer, inst, description=description, shots=shots, max_prompt_tokens=budget)
             request.prompts.append(prompt.text)
             request.references.append(inst.references or [inst.output])
+            request.inputs.append(inst.input)
     return request
 
 
-def generation_scores(predictions: list[str], references: list[list[str]]) -> dict[str, Any]:
-    """Mean ROUGE-L and exact match (each the best over an instance's references)."""
+def generation_scores(predictions: list[str], references: list[list[str]], inputs: list[str] | None = None,
+                      ) -> dict[str, Any]:
+    """Every generation metric, each the best over an instance's references, per instance and averaged.
+
+    ``score`` is the headline: strict exact match for short-answer tasks (:func:`is_short_answer`), ROUGE-L for
+    long-form ones. ``copy_rate`` (with ``inputs``) is the share of outputs that repeat the input.
+    """
+    n = len(predictions)
     rouge = [max(rouge_l(p, r) for r in refs) for p, refs in zip(predictions, references)]
     em = [max(exact_match(p, r) for r in refs) for p, refs in zip(predictions, references)]
-    n = len(predictions)
-    return {"metric": "generation", "n": n, "rouge_l": sum(rouge) / n, "exact_match": sum(em) / n,
-            "score": sum(rouge) / n, "predictions": predictions, "per_instance_rouge_l": rouge}
+    strict = [max(strict_match(p, r) for r in refs) for p, refs in zip(predictions, references)]
+    short = is_short_answer(references)
+    headline = strict if short else rouge
+    out = {"metric": "generation", "n": n, "headline": "strict_exact_match" if short else "rouge_l",
+           "rouge_l": sum(rouge) / n, "exact_match": sum(em) / n, "strict_exact_match": sum(strict) / n,
+           "score": sum(headline) / n, "predictions": predictions, "per_instance_rouge_l": rouge,
+           "per_instance_strict_exact_match": strict, "per_instance_score": headline}
+    if inputs is not None:
+        copies = [is_copy(p, x) for p, x in zip(predictions, inputs, strict=True)]
+        out["copy_rate"] = sum(copies) / n
+        out["per_instance_copy"] = copies
+    return out
 
 
 def choice_scores(mean_logp: list[list[float]], sum_logp: list[list[float]], answers: list[int]) -> dict[str, Any]:
@@ -88,9 +105,9 @@ def choice_scores(mean_logp: list[list[float]], sum_logp: list[list[float]], ans
     n = len(answers)
     correct = [float(p == a) for p, a in zip(picks, answers)]
     acc = sum(correct) / n
-    return {"metric": MULTIPLE_CHOICE, "n": n, "accuracy": acc,
+    return {"metric": MULTIPLE_CHOICE, "n": n, "headline": "accuracy", "accuracy": acc,
             "accuracy_sum": sum(p == a for p, a in zip(picks_sum, answers)) / n, "score": acc,
-            "choices": picks, "per_instance_correct": correct,
+            "choices": picks, "per_instance_correct": correct, "per_instance_score": correct,
             "mean_logprob": [[round(x, 5) for x in s] for s in mean_logp]}
 
 
@@ -244,4 +261,17 @@ def _finish(request: Request, out: dict[tuple[int, int | None], Any]) -> dict[st
         mean = [[out[(i, j)][0] for j in range(len(opts))] for i, opts in enumerate(request.options)]
         total = [[out[(i, j)][1] for j in range(len(opts))] for i, opts in enumerate(request.options)]
         return choice_scores(mean, total, request.answers)
-    return generation_scores([out[(i, None)] for i in range(len(request.prompts))], request.references)
+    return generation_scores([out[(i, None)] for i in range(len(request.prompts))], request.references,
+                             request.inputs or None)
+
+
+def rescore(scores: dict[str, Any], etask: EvalTask) -> dict[str, Any]:
+    """A unit's scores recomputed from its stored predictions with today's metrics (cached units scored before a
+    metric existed get it without running the model again); multiple-choice scores gain their headline fields."""
+    if scores.get("metric") == MULTIPLE_CHOICE:
+        return {"headline": "accuracy", **scores, "per_instance_score": scores.get("per_instance_correct")}
+    predictions = scores.get("predictions")
+    if not predictions or len(predictions) != len(etask.instances):
+        return scores
+    return generation_scores(predictions, [i.references or [i.output] for i in etask.instances],
+                             [i.input for i in etask.instances])

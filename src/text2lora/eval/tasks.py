@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from text2lora.data.library import TaskLibrary
-from text2lora.data.task import Instance, Task
+from text2lora.data.task import MULTIPLE_CHOICE, Instance, Task
 from text2lora.errors import Text2LoraError
 
 USER = "user"
@@ -37,6 +37,17 @@ class EvalTask:
     @property
     def metric(self) -> str:
         return self.task.metric
+
+    @property
+    def headline(self) -> str:
+        """The metric a report leads with: accuracy (multiple choice), strict exact match (short answers, see
+        :func:`text2lora.eval.metrics.is_short_answer`) or ROUGE-L (long-form)."""
+        from text2lora.eval.metrics import is_short_answer
+
+        if self.metric == MULTIPLE_CHOICE:
+            return "accuracy"
+        refs = [i.references or [i.output] for i in self.instances]
+        return "strict_exact_match" if is_short_answer(refs) else "rouge_l"
 
     def shots(self, index: int, k: int, seed: int) -> list[Instance]:
         """``k`` ICL examples for scored instance ``index`` (the same for every instance when the pool allows)."""

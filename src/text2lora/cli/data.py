@@ -10,10 +10,12 @@ from typing import Optional
 import typer
 
 from text2lora.data.describe import DescribeConfig
+from text2lora.data.prepare import PrepareConfig
 
 app = typer.Typer(help="Build and inspect the task library.", no_args_is_help=True)
 
 _DESCRIBE = DescribeConfig()
+_PREPARE = PrepareConfig(sources=["ni1"])  # only its defaults are read
 LibraryOpt = typer.Option(None, "--library", "-l", help="Library directory (default $TEXT2LORA_HOME/library).")
 
 
@@ -30,7 +32,10 @@ def prepare(
     description: Optional[str] = typer.Option(None, "--description", help="Description for JSONL files without a header."),
     tokenizer: str = typer.Option("bundled:smollm2-135m-instruct", help="Tokenizer the budget is counted in."),
     seed: int = typer.Option(0, help="Seed of every sample and split."),
-    unseen_fraction: float = typer.Option(0.2, help="Share of tasks held out as unseen (whole source families)."),
+    unseen_fraction: float = typer.Option(_PREPARE.unseen_fraction, help="Share of tasks held out as unseen (whole "
+                                          "source families), for every source but the evals registry."),
+    evals_unseen_fraction: float = typer.Option(_PREPARE.evals_unseen_fraction,
+                                                help="Share of the evals registry's tasks held out as unseen."),
     max_prompt_tokens: int = typer.Option(256, help="Max user-turn tokens; longer inputs are cut or dropped."),
     max_output_tokens: int = typer.Option(48, help="Max generation target tokens; longer instances are dropped."),
     min_instances: int = typer.Option(30, help="Drop tasks with fewer usable instances."),
@@ -47,7 +52,8 @@ def prepare(
                     max_tasks_per_source=max_tasks_per_source)
     names = [] if sources.strip().lower() == "none" else [s.strip() for s in sources.split(",") if s.strip()]
     config = PrepareConfig(out=out, sources=names, extra=list(extra), format=format, description=description,
-                           tokenizer=tokenizer, budget=budget, seed=seed, unseen_fraction=unseen_fraction)
+                           tokenizer=tokenizer, budget=budget, seed=seed, unseen_fraction=unseen_fraction,
+                           evals_unseen_fraction=evals_unseen_fraction)
     report = prepare_library(config, progress=not quiet)
     for problem in report.problems:
         typer.echo(f"warning: {problem}", err=True)

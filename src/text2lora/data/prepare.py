@@ -68,6 +68,10 @@ class PrepareConfig:
     budget: Budget = field(default_factory=Budget)
     seed: int = 0
     unseen_fraction: float = 0.2
+    """Share of the Natural Instructions, BIG-bench and extra tasks held out as unseen (whole source families)."""
+    evals_unseen_fraction: float = 0.4
+    """The same for the evals registry, split on its own: larger, so that the unseen benchmark finds enough English
+    short-answer families there (its sets are the most varied source, and no checkpoint trained on them before)."""
     unseen_sources: list[str] | None = None
     """Explicit unseen source families (overrides ``unseen_fraction``)."""
 
@@ -206,6 +210,7 @@ def prepare_library(config: PrepareConfig, *, progress: bool = True,
         "budget": asdict(config.budget),
         "seed": config.seed,
         "unseen_fraction": config.unseen_fraction,
+        "evals_unseen_fraction": config.evals_unseen_fraction,
         "unseen_sources": sorted(config.unseen_sources) if config.unseen_sources else None,
         "problems": builder.problems,
     }
@@ -229,8 +234,8 @@ def _split(tasks: list[Task], config: PrepareConfig) -> dict[str, str]:
         if config.unseen_sources is not None:
             families = {t.source for t in group}
             explicit = [s for s in config.unseen_sources if s in families]
-        sides.update(split_tasks(group, unseen_fraction=config.unseen_fraction, seed=config.seed,
-                                 unseen_sources=explicit))
+        fraction = config.evals_unseen_fraction if is_evals else config.unseen_fraction
+        sides.update(split_tasks(group, unseen_fraction=fraction, seed=config.seed, unseen_sources=explicit))
     if config.unseen_sources is not None:
         unknown = set(config.unseen_sources) - {t.source for t in tasks}
         if unknown:

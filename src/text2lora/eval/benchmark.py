@@ -1,0 +1,143 @@
+"""A fixed unseen benchmark: test and validation tasks chosen from a library by their properties, with the ids of
+the instances scored, written once and committed before any decision it informs.
+
+    from text2lora.eval.benchmark import BenchmarkRules, select_benchmark, check_benchmark
+    bench = select_benchmark(TaskLibrary.load(), BenchmarkRules())   # -> {"rules", "test", "validation", ...}
+    check_benchmark(bench, library)                                  # the library still has those instances
+
+Rules (:class:`BenchmarkRules`), applied to the library's unseen tasks, never to any method's scores:
+
+* English (``Task.language == "en"``) and at least ``n_instances`` test instances, of which the first
+  ``n_instances`` are scored;
+* short deterministic answers: every reference of a generation task at most ``max_answer_words`` words, or
+  multiple choice with at most ``max_options`` options;
+* answers that are not copies of the input: at most ``max_copy_share`` of the task's instances have an output equal
+  to the input (case-sensitive, whitespace aside);
+* then, per task source (Natural Instructions v1, BIG-bench, evals registry), the families that have eligible tasks
+  are shuffled (seeded) and dealt to ``test`` until it holds ``test_share`` of them, the rest to ``validation``, so
+  each source feeds both sides and no family is on both; a family contributes at most ``max_tasks_per_family``
+  tasks (a seeded sample), so that one family cannot dominate an average.
+
+Validation alone is for choosing recipes and checkpoints; test is for the claims.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from text2lora.data.fit import rng_for
+from text2lora.data.library import TaskLibrary
+from text2lora.data.task import MULTIPLE_CHOICE, Instance, Task
+from text2lora.errors import Text2LoraError
+from text2lora.eval.metrics import SHORT_ANSWER_WORDS, is_copy
+
+FORMAT = 1
+SIDES = ("test", "validation")
+
+
+@dataclass(frozen=True)
+class BenchmarkRules:
+    n_instances: int = 30
+    max_answer_words: int = SHORT_ANSWER_WORDS
+    max_options: int = 5
+    max_copy_share: float = 0.1
+    language: str = "en"
+    max_tasks_per_family: int = 3
+    test_share: float = 0.6
+    seed: int = 0
+
+
+def instance_id(inst: Instance) -> str:
+    """A short content hash of one instance (its JSON form)."""
+    return hashlib.sha256(json.dumps(inst.to_json(), sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
+
+
+def exclusion(task: Task, test: list[Instance], rules: BenchmarkRules) -> str | None:
+    """Why ``task`` cannot be a benchmark task (None: it can)."""
+    if task.split != "unseen":
+        return "seen"
+    if task.language != rules.language:
+        return f"language {task.language}"
+    if len(test) < rules.n_instances:
+        return f"{len(test)} test instances (< {rules.n_instances})"
+    if task.metric == MULTIPLE_CHOICE:
+        most = max(len(i.options or []) for i in test)
+        if most > rules.max_options:
+            return f"{most} options (> {rules.max_options})"
+    else:
+        words = max(len(r.split()) for i in test for r in (i.references or [i.output]))
+        if words > rules.max_answer_words:
+            return f"answers of up to {words} words (> {rules.max_answer_words})"
+    copies = sum(is_copy(i.output, i.input) for i in test) / len(test)
+    if copies > rules.max_copy_share:
+        return f"{100 * copies:.0f}% of answers copy the input"
+    return None
+
+
+def select_benchmark(library: TaskLibrary, rules: BenchmarkRules = BenchmarkRules()) -> dict[str, Any]:
+    """The benchmark of ``library`` under ``rules`` (deterministic: the same library gives the same file)."""
+    excluded: dict[str, str] = {}
+    eligible: dict[str, dict[str, list[Task]]] = defaultdict(lambda: defaultdict(list))  # origin -> family -> tasks
+    for task in library.unseen():
+        reason = exclusion(task, library.instances(task.name, "test"), rules)
+        if reason:
+            excluded[task.name] = reason
+        else:
+            eligible[task.origin][task.source].append(task)
+    sides: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+    for origin in sorted(eligible):
+        families = sorted(eligible[origin])
+        rng_for(rules.seed, "benchmark-families", origin).shuffle(families)
+        n_test = round(rules.test_share * len(families)) if len(families) > 1 else len(families)
+        for k, family in enumerate(families):
+            side = "test" if k < n_test else "validation"
+            tasks = sorted(eligible[origin][family], key=lambda t: t.name)
+            rng_for(rules.seed, "benchmark-tasks", family).shuffle(tasks)
+            for task in tasks[rules.max_tasks_per_family:]:
+                excluded[task.name] = f"family {family} already has {rules.max_tasks_per_family} tasks"
+            for task in sorted(tasks[:rules.max_tasks_per_family], key=lambda t: t.name):
+                scored = library.instances(task.name, "test")[:rules.n_instances]
+                sides[side].append({"name": task.name, "family": family, "origin": origin, "metric": task.metric,
+                                    "instances": [instance_id(i) for i in scored]})
+    for side in SIDES:
+        sides[side].sort(key=lambda t: t["name"])
+    return {"format": FORMAT, "rules": asdict(rules), "library": library_summary(library), **sides,
+            "excluded": dict(sorted(excluded.items()))}
+
+
+def library_summary(library: TaskLibrary) -> dict[str, Any]:
+    return {"tasks": len(library.tasks), "sources": library.meta.get("sources", {}), "seed": library.meta.get("seed"),
+            "unseen_fraction": library.meta.get("unseen_fraction"),
+            "evals_unseen_fraction": library.meta.get("evals_unseen_fraction")}
+
+
+def check_benchmark(bench: dict[str, Any], library: TaskLibrary, side: str = "test") -> list[str]:
+    """The names of ``side``'s tasks, after checking that the library scores exactly the committed instances."""
+    if bench.get("format") != FORMAT or side not in SIDES or side not in bench:
+        raise Text2LoraError(f"not a format-{FORMAT} benchmark with a {side!r} side")
+    n = bench["rules"]["n_instances"]
+    for entry in bench[side]:
+        got = [instance_id(i) for i in library.instances(entry["name"], "test")[:n]]
+        if got != entry["instances"]:
+            raise Text2LoraError(f"the library's test instances of {entry['name']} are not the benchmark's: "
+                                 f"rebuild it with the benchmark's sources and settings ({library.root})")
+    return [entry["name"] for entry in bench[side]]
+
+
+def summary(bench: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Counts per side: tasks, families, tasks by source and by metric."""
+    out = {}
+    for side in SIDES:
+        entries = bench[side]
+        by_origin: dict[str, int] = defaultdict(int)
+        by_metric: dict[str, int] = defaultdict(int)
+        for e in entries:
+            by_origin[e["origin"]] += 1
+            by_metric[e["metric"]] += 1
+        out[side] = {"tasks": len(entries), "families": len({e["family"] for e in entries}),
+                     "by_source": dict(by_origin), "by_metric": dict(by_metric)}
+    return out

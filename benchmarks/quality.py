@@ -3,6 +3,13 @@
     python benchmarks/quality.py --scale quick          # <= ~25 min on 2 CPU cores
     python benchmarks/quality.py --scale small          # the headline, <= ~2.5 h
     python benchmarks/quality.py --scale quick --dry-run
+    python benchmarks/quality.py --scale v2 [--split validation] [--t2l-checkpoint DIR]   # the v2 benchmark
+
+Scale ``v2`` scores a given T2L checkpoint (default: the shipped one) against the baselines on the committed unseen
+benchmark v2 (``benchmarks/v2/benchmark.json``, its test side by default): ``select`` checks that the library
+scores exactly the committed instances, ``lora:_multitask`` trains the multi-task LoRA on every seen task of the
+library, ``eval`` scores base, desc-prompt, icl3, multitask-lora and t2l with its own (``train``), held-out and
+random-string descriptions; everything cached, so an interrupted run resumes.
 
 Stages, each cached under ``--work`` (default ``runs/bench-quality-<scale>``) and rerun only when its inputs
 change, so an interrupted run resumes (a training stage continues from its last checkpoint):
@@ -67,6 +74,10 @@ SCALES = {
                    recon_steps=3000, sft_steps=500, max_instances=20, groups="train,heldout,other,random",
                    expected_minutes=140),
 }
+V2 = Scale(seen_eval=0, recon_extra=0, train_tasks=0, unseen_eval=0, lora_steps=0, multitask_steps=800,
+           recon_steps=0, sft_steps=0, max_instances=30, groups="train,heldout,random", expected_minutes=150)
+V2_METHODS = ["base", "desc-prompt", "icl3", "multitask-lora", "t2l"]
+V2_BENCHMARK = REPO / "benchmarks" / "v2" / "benchmark.json"
 MAX_NEW_TOKENS = 24
 #: T2L-recon is scored with its training descriptions only: it learns to reproduce the LoRA of each description
 #: it was trained on (the paper's reconstruction setting); T2L-SFT gets every group of the scale.
@@ -250,6 +261,63 @@ def build_stages(args, scale: Scale, work: Path) -> list[Stage]:
     return stages
 
 
+def build_v2_stages(args, work: Path) -> list[Stage]:
+    """The v2 benchmark: a checkpoint and the baselines on the committed unseen tasks (see the module docstring)."""
+    cli = [sys.executable, "-m", "text2lora"]
+    library = Path(args.library).resolve()
+    selection_file = work / "tasks.json"
+    select = Stage(
+        "select", f"check the committed v2 benchmark ({args.split}) against the library",
+        [sys.executable, __file__, "--select-only", "--scale", "v2", "--split", args.split, "--library", str(library),
+         "--work", str(work)],
+        {"library_index": sha256_file(library / "index.json"), "benchmark": sha256_file(V2_BENCHMARK),
+         "split": args.split}, done=selection_file.is_file, clean=[selection_file])
+    stages = [select]
+    if not selection_file.is_file() or select.fingerprint != (_record(work, "select") or {}).get("fingerprint"):
+        return stages
+    chosen = json.loads(selection_file.read_text())
+    lora_lib = work / "lora-library"
+    steps = args.multitask_steps or V2.multitask_steps
+    cfg_path = work / "configs" / "lora-multitask.yaml"
+    cfg = _write_config(cfg_path, REPO / "configs" / "smollm2-lora.yaml", {
+        "base_model": "bundled:smollm2-135m-instruct", "data.library": str(library), "data.tasks": "seen",
+        "loop.steps": steps, "loop.eval_every": max(10, steps // 8), "loop.save_every": max(10, steps // 8),
+        "data.val_tasks": 24, "data.val_instances_per_task": 8, "loop.seed": args.seed})
+    run_dir = lora_lib / ".runs" / "_multitask"
+    methods = args.methods.split(",") if args.methods else V2_METHODS
+    if "multitask-lora" in methods:
+        stages.append(Stage(
+            "lora:_multitask", f"multi-task LoRA on every seen task, {steps} steps (early stopping)",
+            cli + ["train", "lora", "--multitask", "--config", str(cfg_path), "--out", str(lora_lib)],
+            {"config": cfg},
+            done=(lora_lib / "_multitask" / "adapter_config.json").is_file, clean=[lora_lib / "_multitask", run_dir],
+            resume_args=["--resume"], can_resume=lambda: _has_checkpoints(run_dir)))
+    checkpoint = Path(args.t2l_checkpoint).resolve() if args.t2l_checkpoint else None
+    report = work / f"report-{args.split}"
+    command = cli + [
+        "eval", "-m", ",".join(methods), "--library", str(library), "--tasks", ",".join(chosen["eval"]),
+        "--lora-library", str(lora_lib), *(["--t2l-checkpoint", str(checkpoint)] if checkpoint else []),
+        "--groups", args.groups or V2.groups, "--max-instances", str(V2.max_instances),
+        "--max-new-tokens", str(MAX_NEW_TOKENS), "--seed", str(args.seed), "--cache-dir", str(work / "eval-cache"),
+        "--report", str(report)]
+    t2l_weights = (checkpoint or REPO / "src" / "text2lora" / "checkpoints" / "default") / "hypernet.safetensors"
+    stages.append(Stage(
+        "eval", f"score {len(methods)} methods on {len(chosen['eval'])} unseen {args.split} tasks, "
+                f"{V2.max_instances} instances each (cached per method, task, description)",
+        command, {"multitask": _product(lora_lib / "_multitask" / "adapter_model.safetensors"),
+                  "t2l": _product(t2l_weights), "methods": methods},
+        done=(report / "results.json").is_file, clean=[report]))
+    return stages
+
+
+def select_v2(library_dir: Path, split: str) -> dict[str, list[str]]:
+    from text2lora.data.library import TaskLibrary
+    from text2lora.eval.benchmark import check_benchmark
+
+    bench = json.loads(V2_BENCHMARK.read_text())
+    return {"eval": check_benchmark(bench, TaskLibrary.load(library_dir), split)}
+
+
 def _record(work: Path, name: str) -> dict | None:
     try:
         return json.loads((work / "stages" / f"{name}.json").read_text())
@@ -258,15 +326,16 @@ def _record(work: Path, name: str) -> dict | None:
 
 
 def run(args) -> int:
-    scale = SCALES[args.scale]
+    scale = V2 if args.scale == "v2" else SCALES[args.scale]
     work = Path(args.work or REPO / "runs" / f"bench-quality-{args.scale}").resolve()
+    build = (lambda: build_v2_stages(args, work)) if args.scale == "v2" else (lambda: build_stages(args, scale, work))
     library = Path(args.library).resolve()
     if not (library / "index.json").is_file():
         print(f"no task library at {library}: run `text2lora data prepare` first (or pass --library)", file=sys.stderr)
         return 2
     if args.select_only:
         work.mkdir(parents=True, exist_ok=True)
-        chosen = select_tasks(library, scale, args.seed)
+        chosen = select_v2(library, args.split) if args.scale == "v2" else select_tasks(library, scale, args.seed)
         (work / "tasks.json").write_text(json.dumps(chosen, indent=2) + "\n")
         for key, names in chosen.items():
             print(f"      {key} ({len(names)}): {', '.join(names)}")
@@ -277,14 +346,14 @@ def run(args) -> int:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     runner = StageRunner(work / "stages", force=tuple(args.force), dry_run=args.dry_run)
     started = time.perf_counter()
-    stages = build_stages(args, scale, work)
+    stages = build()
     # selection is cheap and the plan depends on it: it runs even in a dry run
     runner.dry_run = False
     runner.run(stages[0], 1, "?")
     runner.dry_run = args.dry_run
     index = 1
     while True:  # replanned before each stage: a stage's inputs include the outputs of the stages before it
-        stages = build_stages(args, scale, work)
+        stages = build()
         if index >= len(stages):
             break
         name = stages[index].name
@@ -295,14 +364,15 @@ def run(args) -> int:
         index += 1
     print(f"\nstages (wall {(time.perf_counter() - started) / 60:.1f} min):")
     print("\n".join(runner.summary()))
-    results = work / "report" / "results.md"
+    report = work / (f"report-{args.split}" if args.scale == "v2" else "report")
+    results = report / "results.md"
     if results.is_file() and not args.dry_run:
         from claims import write as write_claims
 
         text = results.read_text()
         print("\n" + text.split("## Per task")[0].strip())
-        print("\n" + write_claims(work / "report"))
-        print(f"\nreport: {work / 'report'} (results.json, results.md, results.png, claims.md)")
+        print("\n" + write_claims(report))
+        print(f"\nreport: {report} (results.json, results.md, results.png, claims.md)")
     return 0
 
 
@@ -310,7 +380,12 @@ def main(argv: list[str] | None = None) -> int:
     from text2lora.data.library import default_library_dir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", choices=sorted(SCALES), default="quick")
+    parser.add_argument("--scale", choices=[*sorted(SCALES), "v2"], default="quick")
+    parser.add_argument("--split", choices=["test", "validation"], default="test",
+                        help="v2: which side of the committed benchmark to score (validation: for decisions)")
+    parser.add_argument("--t2l-checkpoint", default=None, help="v2: the T2L checkpoint to score (default: shipped)")
+    parser.add_argument("--multitask-steps", type=int, default=None,
+                        help=f"v2: multi-task LoRA steps (default {V2.multitask_steps}, with early stopping)")
     parser.add_argument("--library", default=str(default_library_dir()), help="prepared task library")
     parser.add_argument("--work", default=None, help="work directory (default runs/bench-quality-<scale>)")
     parser.add_argument("--seed", type=int, default=0)

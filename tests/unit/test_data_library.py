@@ -167,6 +167,57 @@ def test_describe_filters_caches_and_resumes(tmp_path):
     assert TaskLibrary.load(tmp_path / "lib").task("toy_math.addition").descriptions == task.descriptions
 
 
+def test_shipped_descriptions_reach_a_fresh_clone(tmp_path, monkeypatch):
+    """What `data describe` wrote, exported, is what a library built elsewhere without any cache gets."""
+    import text2lora.data.library as library_module
+    from text2lora.data.describe import export_descriptions
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    monkeypatch.setattr(library_module, "SHIPPED_DIR", shipped)
+    library_module.shipped_descriptions.cache_clear()
+    monkeypatch.setattr(library_module, "shipped_file", lambda origin: shipped / f"{origin}.json")
+    _prepare(tmp_path / "lib")
+    tok = tiny_chat_tokenizer()
+    config = DescribeConfig(k=3, k_eval=1, prompts_per_round=1, samples_per_prompt=7, rounds=1, min_similarity=None)
+    describe_library(tmp_path / "lib", config, names=["toy_math.addition"], progress=False,
+                     load_model=lambda name: (_FakeModel(tok, REPLIES), tok))
+    described = TaskLibrary.load(tmp_path / "lib").task("toy_math.addition")
+    assert export_descriptions(tmp_path / "lib", config, shipped) == {"bigbench": 1}
+    record = json.loads((shipped / "bigbench.json").read_text())
+    assert record["written_by"] == config.cache_key() and record["written_by"]["model"] == config.model
+
+    _prepare(tmp_path / "fresh")  # another machine: no describe cache at all
+    assert not (tmp_path / "fresh" / "descriptions").exists()
+    fresh = TaskLibrary.load(tmp_path / "fresh").task("toy_math.addition")
+    assert fresh.descriptions == described.descriptions and fresh.eval_descriptions == described.eval_descriptions
+    assert (tmp_path / "fresh" / "index.json").read_bytes() == (tmp_path / "lib" / "index.json").read_bytes()
+    # the shipped ones count as cached: describing the fresh library at the same settings loads no model
+    again = describe_library(tmp_path / "fresh", config, names=["toy_math.addition"], progress=False,
+                             load_model=lambda name: pytest.fail("shipped descriptions must not be redone"))
+    assert again.cached == ["toy_math.addition"]
+    library_module.shipped_descriptions.cache_clear()
+
+
+def test_export_leaves_out_descriptions_that_leak_a_test_answer(tmp_path):
+    from text2lora.data.describe import export_descriptions
+    from text2lora.data.library import descriptions_file
+    from text2lora.paths import write_json
+
+    _prepare(tmp_path / "lib")
+    lib = TaskLibrary.load(tmp_path / "lib")
+    task, answer = next((t, leaks[0]) for t in lib.tasks
+                        if (leaks := leak_strings(lib.instances(t.name), lib.instances(t.name, "test"))))
+    config = DescribeConfig(k=3, k_eval=1)
+    write_json(descriptions_file(lib.root, task.name), {
+        "settings": config.cache_key(), "rejected": {},
+        "descriptions": [task.description, f"Add them, for example to get {answer} here.", "Sum the two numbers."],
+        "eval_descriptions": ["Write the sum of the numbers."]})
+    export_descriptions(tmp_path / "lib", config, tmp_path / "out")
+    record = json.loads((tmp_path / "out" / f"{task.origin}.json").read_text())["tasks"][task.name]
+    assert record == {"descriptions": ["Sum the two numbers."], "eval_descriptions": ["Write the sum of the numbers."]}
+
+
 def test_description_filters():
     config = DescribeConfig()
     assert clean_description('Sure, here is the description:\n\n"Name the animal in the sentence."') \

@@ -188,6 +188,35 @@ def test_claims_margin_needs_an_interval_above_zero(tmp_path):
     assert "| holds |" in unpaired and "CI" not in unpaired
 
 
+def test_v2_claims_gain_interval_win_share_and_copy_rate(tmp_path):
+    claims = _load("claims")
+    tasks = [{"name": f"u{i}", "split": "unseen"} for i in range(3)]
+    per_instance = {  # the headline, per instance; t2l beats random by 10 on two tasks, loses 2 on one
+        "t2l[train]": [[0.6] * 10, [0.5] * 10, [0.2] * 10], "t2l[random]": [[0.5] * 10, [0.4] * 10, [0.22] * 10],
+        "t2l[heldout]": [[0.6] * 10, [0.45] * 10, [0.2] * 10], "multitask-lora": [[0.3] * 10] * 3,
+        "icl3": [[0.45] * 10] * 3, "base": [[0.1] * 10] * 3, "desc-prompt": [[0.2] * 10] * 3}
+    copy = {"t2l[train]": 0.30, "desc-prompt": 0.20}
+    records, per_task, avg = [], {}, {}
+    for label, rows in per_instance.items():
+        for i, values in enumerate(rows):
+            records.append({"label": label, "task": f"u{i}", "scores": {"per_instance_score": values}})
+            per_task.setdefault(label, {})[f"u{i}"] = {"score": sum(values) / len(values)}
+        avg[label] = {"unseen": {"score": sum(per_task[label][f"u{i}"]["score"] for i in range(3)) / 3,
+                                 **({"copy_rate": copy[label]} if label in copy else {})}}
+    (tmp_path / "results.json").write_text(json.dumps({"averages": avg, "per_task": per_task, "tasks": tasks,
+                                                       "records": records, "columns": list(per_instance)}))
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in claims.check(tmp_path).splitlines()
+            if line.startswith("| ") and "verdict" not in line}
+    assert "| holds |" in rows["T2L (own description) >= multi-task LoRA + 3, interval above 0"]  # +13.3
+    assert "| DOES NOT HOLD |" in rows["T2L (own description) >= 3-shot ICL"]  # 43.3 vs 45
+    assert "| holds |" in rows["T2L (own description) >= base + 10"]
+    own_random = rows["own description >= random strings + 5, interval above 0, better on 2/3 of tasks"]
+    assert "| holds |" in own_random and "better on 2 of 3 tasks" in own_random  # +6.0
+    held_out = rows["held-out descriptions within 3 points of the own description"]
+    assert "| holds |" in held_out and "-1.7 (needs >= -3)" in held_out
+    assert "| DOES NOT HOLD |" in rows["T2L's copy rate <= the description-in-prompt base model's + 5 points"]
+
+
 def test_claims_complete_old_multiple_choice_records_from_the_library(tmp_path):
     from text2lora.data.library import write_index, write_task_instances
     from text2lora.data.task import Instance, Task

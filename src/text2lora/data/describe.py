@@ -326,3 +326,45 @@ def describe_library(
     refresh_descriptions(library.root)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def export_descriptions(root: str | Path | None, config: DescribeConfig, dest: Path | None = None) -> dict[str, int]:
+    """Write the library's describe caches made with ``config`` as the shipped files, one per task source
+    (``<dest>/<origin>.json``, default :data:`~text2lora.data.library.SHIPPED_DIR`); returns tasks per file.
+
+    Each description is checked again against the library as it is now: one that contains a test answer (a task
+    can have changed sides since it was described) is left out. Records already shipped with the same settings
+    are kept unless a cache replaces them, so an export after a partial run only adds.
+    """
+    from text2lora.data.library import SHIPPED_DIR, SHIPPED_FORMAT, shipped_descriptions
+    from text2lora.paths import read_json
+
+    dest = Path(dest) if dest is not None else SHIPPED_DIR
+    library = TaskLibrary.load(root)
+    settings = config.cache_key()
+    by_origin: dict[str, dict[str, dict]] = {}
+    for task in library.tasks:
+        path = descriptions_file(library.root, task.name)
+        if not path.is_file():
+            continue
+        cache = read_json(path, "description cache")
+        if cache.get("settings") != settings:
+            continue
+        leaks = leak_strings(library.instances(task.name), library.instances(task.name, "test"))
+        clean = [d for d in [*cache.get("descriptions", []), *cache.get("eval_descriptions", [])]
+                 if not any(f" {leak} " in f" {_norm(d)} " for leak in leaks)]
+        own = task.description
+        by_origin.setdefault(task.origin, {})[task.name] = {
+            "descriptions": [d for d in cache.get("descriptions", []) if d != own and d in clean],
+            "eval_descriptions": [d for d in cache.get("eval_descriptions", []) if d in clean],
+        }
+    counts: dict[str, int] = {}
+    for origin, tasks in sorted(by_origin.items()):
+        target = dest / f"{origin}.json"
+        old = read_json(target, "shipped descriptions") if target.is_file() else {}
+        kept = old.get("tasks", {}) if old.get("written_by") == settings else {}
+        merged = dict(sorted({**kept, **tasks}.items()))
+        write_json(target, {"format": SHIPPED_FORMAT, "written_by": settings, "tasks": merged})
+        counts[origin] = len(merged)
+    shipped_descriptions.cache_clear()
+    return counts

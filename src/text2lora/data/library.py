@@ -7,7 +7,7 @@ Layout of a library directory (default ``$TEXT2LORA_HOME/library``)::
     descriptions/<name>.json   written by `text2lora data describe` (its cache; merged into index.json)
 
 Tasks without a describe cache get the descriptions that ship in ``text2lora/data/descriptions/<origin>.json``
-(:func:`shipped_descriptions`, written by :func:`export_descriptions`), so every clone builds the same library.
+(:func:`shipped_descriptions`, written by :func:`text2lora.data.describe.export_descriptions`), so every clone builds the same library.
 
 ``meta`` records how the library was built: sources (with sha256), tokenizer, budget, seed, split settings.
 Every file is written atomically; ``index.json`` is written last, so a library with an index is complete.
@@ -100,34 +100,6 @@ def apply_descriptions(root: Path, task: Task) -> Task:
     task.descriptions = [own, *train]
     task.eval_descriptions = list(record.get("eval_descriptions", []))
     return task
-
-
-def export_descriptions(root: Path, settings: dict[str, Any], dest: Path = SHIPPED_DIR) -> dict[str, int]:
-    """Write the library's describe caches made with ``settings`` as one shipped file per source; returns how
-    many tasks each file holds. Tasks already in a shipped file keep their record unless the cache replaces it."""
-    library = TaskLibrary.load(root)
-    counts: dict[str, int] = {}
-    by_origin: dict[str, dict[str, Any]] = {}
-    for task in library.tasks:
-        path = descriptions_file(library.root, task.name)
-        if not path.is_file():
-            continue
-        cache = read_json(path, "description cache")
-        if cache.get("settings") != settings:
-            continue
-        own = task.descriptions[0] if task.descriptions else task.definition
-        by_origin.setdefault(task.origin, {})[task.name] = {
-            "descriptions": [d for d in cache.get("descriptions", []) if d != own],
-            "eval_descriptions": list(cache.get("eval_descriptions", [])),
-        }
-    for origin, tasks in sorted(by_origin.items()):
-        target = Path(dest) / f"{origin}.json"
-        old = read_json(target, "shipped descriptions") if target.is_file() else {}
-        merged = {**(old.get("tasks", {}) if old.get("written_by") == settings else {}), **tasks}
-        write_json(target, {"format": SHIPPED_FORMAT, "written_by": settings, "tasks": merged})
-        counts[origin] = len(merged)
-    shipped_descriptions.cache_clear()
-    return counts
 
 
 def write_index(root: Path, tasks: list[Task], *, meta: dict[str, Any], dropped: list[dict[str, str]]) -> None:

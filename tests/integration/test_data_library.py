@@ -83,3 +83,32 @@ def test_budget_holds_in_base_model_tokens(lib, smollm_tokenizer):
             enc = encode_example(tok, inst, max_prompt_tokens=None, max_output_tokens=None)
             labelled = [t for t, lab in zip(enc["input_ids"], enc["labels"]) if lab != IGNORE_INDEX]
             assert tok.decode(labelled) == inst.output + "<|im_end|>"
+
+
+def test_library_v2_with_the_evals_registry(lib):
+    if "evals" not in lib.meta.get("sources", {}):
+        pytest.skip("library built without the evals registry")
+    assert len(lib) >= 550 and len({t.source for t in lib.tasks}) >= 300
+    evals = [t for t in lib.tasks if t.origin == "openai_evals"]
+    assert len(evals) >= 200 and all(t.source.startswith("evals.") and t.license.startswith("MIT") for t in evals)
+    assert all(t.description for t in evals)
+    dropped = {d["name"] for d in lib.dropped}
+    assert "evals.hellaswag" in dropped  # a hub dataset: listed with its reason, not silently missing
+
+
+def test_the_committed_benchmark_matches_the_library(lib):
+    import json
+    from pathlib import Path
+
+    from text2lora.eval.benchmark import check_benchmark
+
+    if "evals" not in lib.meta.get("sources", {}):
+        pytest.skip("library built without the evals registry")
+    bench = json.loads((Path(__file__).parents[2] / "benchmarks" / "v2" / "benchmark.json").read_text())
+    test = check_benchmark(bench, lib, "test")
+    validation = check_benchmark(bench, lib, "validation")
+    assert len(test) >= 36 and len(validation) >= 20 and not set(test) & set(validation)
+    families = {side: {e["family"] for e in bench[side]} for side in ("test", "validation")}
+    assert len(families["test"]) >= 18 and not families["test"] & families["validation"]
+    assert {e["origin"] for e in bench["test"]} == {"natural_instructions_v1", "bigbench", "openai_evals"}
+    assert all(lib.task(n).split == "unseen" for n in test + validation)

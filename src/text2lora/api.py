@@ -20,7 +20,7 @@ from text2lora.config import HyperNetConfig, LoraConfig
 from text2lora.encoders import Encoder, EncoderSpec, build_encoder, check_descriptions
 from text2lora.errors import Text2LoraError
 from text2lora.hypernet import HyperNetwork
-from text2lora.lora import LoraWeights, save_peft_adapter
+from text2lora.lora import LoraWeights, adapter_provenance, save_peft_adapter
 from text2lora.models.bundled import BUNDLED_BASE, BUNDLED_ENCODER, resolve_model
 from text2lora.models.targets import DEFAULT_TARGETS, TargetLayout, discover_targets
 from text2lora.paths import home
@@ -72,8 +72,7 @@ class T2L:
 
     def lora_from_embeddings(self, emb: torch.Tensor) -> LoraWeights:
         """Run the hypernetwork (with autograd if enabled: training calls this)."""
-        lora = self.meta.hypernet.lora
-        return LoraWeights(self.hypernet(emb), self.layout, rank=lora.rank, alpha=lora.alpha, use_rslora=lora.use_rslora)
+        return self.meta.lora(self.hypernet(emb))
 
     @torch.inference_mode()
     def generate(self, descriptions: str | list[str]) -> LoraWeights:
@@ -108,7 +107,7 @@ class T2L:
         return [
             save_peft_adapter(
                 weights, out, base_model_name_or_path=base, index=i,
-                metadata={"text2lora_description": d[:2000], "text2lora_base_model": self.meta.base_model},
+                metadata=adapter_provenance(d, self.meta.base_model),
             )
             for i, (d, out) in enumerate(zip(descriptions, out_dirs))
         ]

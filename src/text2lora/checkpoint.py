@@ -18,6 +18,7 @@ from text2lora.config import HyperNetConfig, from_dict
 from text2lora.encoders import EncoderSpec
 from text2lora.errors import Text2LoraError
 from text2lora.hypernet import HyperNetwork, build_hypernetwork
+from text2lora.lora import LoraWeights
 from text2lora.models.targets import TargetLayout
 from text2lora.paths import atomic_dir, read_json, read_safetensors
 
@@ -37,6 +38,11 @@ class CheckpointMeta:
     encoder: EncoderSpec
     trained: bool = False  #: False for a fresh ``init`` (its adapters leave the base model unchanged)
     info: dict[str, Any] = field(default_factory=dict)  #: free-form provenance: seed, training run, scores
+
+    def lora(self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> LoraWeights:
+        """The hypernetwork's output as adapters over this checkpoint's layout and LoRA settings (the one place
+        generated factors become :class:`~text2lora.lora.LoraWeights`)."""
+        return LoraWeights(factors, self.layout, self.hypernet.lora)
 
     def to_dict(self) -> dict[str, Any]:
         return {

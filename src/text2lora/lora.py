@@ -1,8 +1,11 @@
 """LoRA weights: a container for generated A/B, per-sample application inside a batch, PEFT export and import.
 
-Application uses forward hooks on the target ``nn.Linear`` modules, so the base model is untouched and one batch
-can carry a different adapter for every sample: for input x (B, T, d_in), ``y += s * (x A_b^T) B_b^T`` with two
-batched matmuls. Training, evaluation and serving all build on :func:`apply_lora`.
+The concept lives here, once: :class:`LoraWeights` (factors, the target layout and the
+:class:`~text2lora.config.LoraConfig` that gives rank, alpha and the one scale formula), :func:`apply_lora`
+(forward hooks on the target ``nn.Linear`` modules, so the base model is untouched and one batch can carry a
+different adapter for every sample: for input x (B, T, d_in), ``y += s * (x A_b^T) B_b^T`` with two batched
+matmuls), and the one PEFT writer :func:`peft_files`, whose bytes the CLI, the API, the server's adapter store and
+its HTTP download all write (:func:`save_peft_adapter`, :func:`peft_zip`), read back by :func:`load_peft_adapter`.
 """
 
 from __future__ import annotations
@@ -12,16 +15,20 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from text2lora.config import LoraConfig
 from text2lora.errors import Text2LoraError
 from text2lora.models.targets import TargetLayout
-from text2lora.paths import atomic_dir, write_json
+from text2lora.paths import atomic_dir
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_CONFIG = "adapter_config.json"
+PROVENANCE = "text2lora.json"
+"""Beside PEFT's two files: where the adapter came from (description, base model); PEFT ignores it."""
 _PREFIX = "base_model.model."
 
 
@@ -34,9 +41,7 @@ class LoraWeights:
 
     factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
     layout: TargetLayout
-    rank: int
-    alpha: float
-    use_rslora: bool = True
+    config: LoraConfig
 
     def __post_init__(self) -> None:
         for name, (a, b) in self.factors.items():
@@ -49,8 +54,20 @@ class LoraWeights:
                 )
 
     @property
+    def rank(self) -> int:
+        return self.config.rank
+
+    @property
+    def alpha(self) -> float:
+        return self.config.alpha
+
+    @property
+    def use_rslora(self) -> bool:
+        return self.config.use_rslora
+
+    @property
     def scale(self) -> float:
-        return self.alpha / (self.rank**0.5 if self.use_rslora else self.rank)
+        return self.config.scale
 
     @property
     def n(self) -> int:
@@ -154,9 +171,9 @@ def peft_state_dict(weights: LoraWeights, index: int = 0) -> dict[str, torch.Ten
 def peft_lora_config(weights: LoraWeights, base_model_name_or_path: str):
     """A ``peft.LoraConfig`` for the adapter; PEFT itself writes adapter_config.json (so PEFT, vLLM and
     lm-eval read it as their own)."""
-    from peft import LoraConfig
+    from peft import LoraConfig as PeftLoraConfig
 
-    config = LoraConfig(
+    return PeftLoraConfig(
         r=weights.rank,
         lora_alpha=weights.alpha,
         use_rslora=weights.use_rslora,
@@ -166,7 +183,31 @@ def peft_lora_config(weights: LoraWeights, base_model_name_or_path: str):
         task_type="CAUSAL_LM",
         base_model_name_or_path=base_model_name_or_path,
     )
-    return config
+
+
+def adapter_provenance(description: str, base_model: str) -> dict[str, str]:
+    """What every written adapter says about where it came from (CLI, API, server store, HTTP download alike)."""
+    return {"text2lora_description": description[:2000], "text2lora_base_model": base_model}
+
+
+def peft_files(weights: LoraWeights, *, base_model_name_or_path: str, index: int = 0,
+               metadata: dict[str, str] | None = None) -> dict[str, bytes]:
+    """The files of adapter ``index`` as a standard PEFT adapter directory, as bytes: ``adapter_config.json``
+    (written by PEFT), ``adapter_model.safetensors`` and, with ``metadata``, ``text2lora.json``. Same input, same
+    bytes: the safetensors header keeps only ``format``, since safetensors writes extra keys in random order."""
+    import tempfile
+
+    from safetensors.torch import save
+
+    from text2lora.paths import json_text
+
+    files = {PEFT_WEIGHTS: save(peft_state_dict(weights, index), metadata={"format": "pt"})}
+    with tempfile.TemporaryDirectory(prefix="text2lora-peft-") as tmp:
+        peft_lora_config(weights, base_model_name_or_path).save_pretrained(tmp)
+        files[PEFT_CONFIG] = (Path(tmp) / PEFT_CONFIG).read_bytes()
+    if metadata:
+        files[PROVENANCE] = json_text(metadata).encode()
+    return files
 
 
 def save_peft_adapter(
@@ -177,27 +218,32 @@ def save_peft_adapter(
     index: int = 0,
     metadata: dict[str, str] | None = None,
 ) -> Path:
-    """Write adapter ``index`` as a standard PEFT adapter directory, atomically. Same input, same bytes.
-
-    ``metadata`` (provenance: description, checkpoint) goes to ``text2lora.json`` beside PEFT's files: the
-    safetensors header keeps only ``format``, since safetensors writes extra metadata keys in random order.
-    """
-    from safetensors.torch import save_file
-
+    """Write adapter ``index`` as a PEFT adapter directory (:func:`peft_files`), atomically."""
     out_dir = Path(out_dir)
     if out_dir.exists() and out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / PEFT_CONFIG).exists():
         raise Text2LoraError(f"{out_dir} exists, is not empty and is not an adapter directory; refusing to replace it")
-    config = peft_lora_config(weights, base_model_name_or_path)
-    tensors = peft_state_dict(weights, index)
+    files = peft_files(weights, base_model_name_or_path=base_model_name_or_path, index=index, metadata=metadata)
     try:
         with atomic_dir(out_dir) as tmp:
-            save_file(tensors, str(tmp / PEFT_WEIGHTS), metadata={"format": "pt"})
-            config.save_pretrained(str(tmp))
-            if metadata:
-                write_json(tmp / "text2lora.json", metadata)
+            for name, data in files.items():
+                (tmp / name).write_bytes(data)
     except PermissionError as e:
         raise Text2LoraError(f"cannot write {out_dir}: {e.strerror}") from None
     return out_dir
+
+
+def peft_zip(weights: LoraWeights, folder: str, *, base_model_name_or_path: str,
+             metadata: dict[str, str] | None = None) -> bytes:
+    """The same files as :func:`save_peft_adapter` writes, in one zip archive under ``folder/``."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    files = peft_files(weights, base_model_name_or_path=base_model_name_or_path, metadata=metadata)
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in sorted(files.items()):
+            zf.writestr(f"{folder}/{name}", data)
+    return buf.getvalue()
 
 
 def load_peft_adapter(adapter_dir: str | os.PathLike, layout: TargetLayout) -> LoraWeights:
@@ -237,6 +283,14 @@ def load_peft_adapter(adapter_dir: str | os.PathLike, layout: TargetLayout) -> L
     if not factors:
         raise Text2LoraError(f"{adapter_dir} holds no LoRA weights for this model")
     sub = TargetLayout(layout.model_type, layout.n_layers, tuple(t for t in layout.targets if t.name in factors))
-    return LoraWeights(
-        factors, sub, rank=rank, alpha=float(cfg.get("lora_alpha", 8)), use_rslora=bool(cfg.get("use_rslora", False))
-    )
+    config = LoraConfig(rank=rank, alpha=float(cfg.get("lora_alpha", 8)), use_rslora=bool(cfg.get("use_rslora", False)),
+                        dropout=0.0)
+    return LoraWeights(factors, sub, config)
+
+
+def read_provenance(adapter_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``text2lora.json`` of an adapter directory ({} when it has none)."""
+    from text2lora.paths import read_json
+
+    path = Path(adapter_dir) / PROVENANCE
+    return read_json(path, "adapter provenance") if path.is_file() else {}

@@ -77,8 +77,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented, key-sorted JSON (so equal objects give equal bytes), atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Write ``obj`` as :func:`json_text`, atomically."""
+    atomic_write_text(path, json_text(obj))
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as indented, key-sorted JSON with a final newline (so equal objects give equal bytes)."""
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
 
 
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:

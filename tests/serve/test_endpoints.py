@@ -62,6 +62,13 @@ def test_download_is_a_peft_adapter(client, tiny_parts, tmp_path):
     from peft import LoraConfig
 
     LoraConfig.from_pretrained(str(folder))  # PEFT reads the config as its own
+    # the HTTP download and the API (what `text2lora generate` runs) write the same files, byte for byte
+    t2l.save_adapter(DESC, tmp_path / "api")
+    written = sorted(p.name for p in (tmp_path / "api").iterdir())
+    assert written == sorted(p.name for p in folder.iterdir()) == ["adapter_config.json",
+                                                                  "adapter_model.safetensors", "text2lora.json"]
+    for name in written:
+        assert (tmp_path / "api" / name).read_bytes() == (folder / name).read_bytes(), name
 
 
 def test_chat_completion_shapes(client):
@@ -133,7 +140,7 @@ def test_stop_strings_and_sampling_seed(client):
 def test_disk_store_survives_a_restart(make_client, tmp_path):
     first = make_client(store_dir=tmp_path / "store")
     aid = first.post("/v1/adapters", json={"description": DESC}).json()["id"]
-    assert (tmp_path / "store" / aid / "factors.safetensors").is_file()
+    assert (tmp_path / "store" / aid / "adapter_model.safetensors").is_file()
     second = make_client(store_dir=tmp_path / "store")
     r = second.get(f"/v1/adapters/{aid}")
     assert r.status_code == 200 and r.json()["description"] == DESC

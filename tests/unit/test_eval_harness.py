@@ -15,6 +15,7 @@ from tests.train_fixtures import build_chat_model, build_library
 from text2lora.cli import main
 from text2lora.data.library import TaskLibrary, write_index, write_task_instances
 from text2lora.data.task import Instance, Task
+from text2lora.config import LoraConfig
 from text2lora.errors import Text2LoraError
 from text2lora.eval import EvalConfig, EvalSettings, evaluate, write_report
 from text2lora.lora import LoraWeights, apply_lora, save_peft_adapter
@@ -37,13 +38,13 @@ def random_adapter(layout, seed: int, scale: float = 0.3) -> LoraWeights:
     g = torch.Generator().manual_seed(seed)
     factors = {s.name: (scale * torch.randn(1, layout.n_layers, 4, s.d_in, generator=g),
                         scale * torch.randn(1, layout.n_layers, s.d_out, 4, generator=g)) for s in layout.targets}
-    return LoraWeights(factors, layout, rank=4, alpha=8.0)
+    return LoraWeights(factors, layout, LoraConfig(rank=4, alpha=8.0))
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from text2lora.api import init_checkpoint
-    from text2lora.config import HyperNetConfig, LoraConfig
+    from text2lora.config import HyperNetConfig
     from text2lora.encoders import EncoderSpec
     from text2lora.models.base import load_base_model
 

@@ -240,6 +240,7 @@ def test_claims_complete_old_multiple_choice_records_from_the_library(tmp_path):
 def test_description_spread_gram_matches_the_full_updates():
     import torch
 
+    from text2lora.config import LoraConfig
     from text2lora.lora import LoraWeights
     from text2lora.models.targets import TargetLayout, TargetSpec
 
@@ -250,6 +251,6 @@ def test_description_spread_gram_matches_the_full_updates():
     g = torch.Generator().manual_seed(0)
     factors = {s.name: (torch.randn(3, 2, 4, s.d_in, generator=g), torch.randn(3, 2, s.d_out, 4, generator=g))
                for s in layout.targets}
-    w = LoraWeights(factors, layout, rank=4, alpha=8.0)
+    w = LoraWeights(factors, layout, LoraConfig(rank=4, alpha=8.0))
     flat = torch.cat([torch.einsum("nLor,nLrd->nLod", b, a).reshape(3, -1) for a, b in factors.values()], dim=1)
     assert torch.allclose(spread.gram(w, w), flat @ flat.T, rtol=1e-4, atol=1e-3)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import tiny_llama
+from text2lora.config import LoraConfig
 from text2lora.errors import Text2LoraError
 from text2lora.lora import LoraWeights, apply_lora, load_peft_adapter, save_peft_adapter
 from text2lora.models.targets import discover_targets
@@ -28,7 +29,7 @@ def random_lora(layout, n=1, seed=0, scale=0.3):
                  torch.randn(n, layout.n_layers, s.d_out, 8, generator=g) * scale)
         for s in layout.targets
     }
-    return LoraWeights(factors, layout, rank=8, alpha=16.0, use_rslora=True)
+    return LoraWeights(factors, layout, LoraConfig(rank=8, alpha=16.0, use_rslora=True))
 
 
 def logits(model, ids, lora=None):

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from tests.train_fixtures import build_chat_model, build_library, sft_config_dict
 from text2lora.cli import main
 from text2lora.data.library import TaskLibrary
+from text2lora.config import LoraConfig
 from text2lora.errors import Text2LoraError
 from text2lora.train.config import build_config, config_to_dict, load_config
 from text2lora.train.loop import train
@@ -70,7 +71,7 @@ def test_reconstruction_approaches_the_library(world, tmp_path):
     for task in ("copy", "reverse", "upper"):
         factors = {s.name: (torch.randn(1, layout.n_layers, 8, s.d_in, generator=g) * 0.2,
                             torch.randn(1, layout.n_layers, s.d_out, 8, generator=g) * 0.2) for s in layout.targets}
-        save_peft_adapter(LoraWeights(factors, layout, 8, 16.0), tmp_path / "loras" / task, base_model_name_or_path="x")
+        save_peft_adapter(LoraWeights(factors, layout, LoraConfig(rank=8, alpha=16.0)), tmp_path / "loras" / task, base_model_name_or_path="x")
     data = sft_config_dict(model_dir, library, steps=120, lr=5e-3, eval_every=60, save_every=60)
     data.pop("data")
     cfg = build_config("recon", {**data, "data": {"library": str(library), "tasks_per_batch": 3}})

@@ -11,10 +11,7 @@ A request picks its adapter with ``"model": "t2l:<id>"`` or ``"task_description"
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import time
-import zipfile
 from contextlib import asynccontextmanager
 from importlib import resources
 
@@ -195,21 +192,12 @@ def _adapter_info(item: Adapter, runtime: ServeRuntime) -> dict:
 
 
 def peft_zip(item: Adapter, runtime: ServeRuntime) -> bytes:
-    """A PEFT adapter directory (adapter_config.json, adapter_model.safetensors) as zip bytes, built in memory."""
-    from safetensors.torch import save
+    """The adapter as a zip of the PEFT directory `text2lora generate` would write for it (the same bytes)."""
+    from text2lora.lora import adapter_provenance
+    from text2lora.lora import peft_zip as zip_files
 
-    from text2lora.lora import PEFT_CONFIG, PEFT_WEIGHTS, peft_lora_config, peft_state_dict
-
-    config = peft_lora_config(item.weights, runtime.t2l.peft_base_name()).to_dict()
-    config = {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
-    meta = {"format": "pt", "text2lora_description": item.description[:2000],
-            "text2lora_base_model": runtime.base_model, "text2lora_adapter_id": item.id}
-    tensors = save(peft_state_dict(item.weights, 0), metadata=meta)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(f"t2l-{item.id}/{PEFT_CONFIG}", json.dumps(config, indent=2, sort_keys=True))
-        zf.writestr(f"t2l-{item.id}/{PEFT_WEIGHTS}", tensors)
-    return buf.getvalue()
+    return zip_files(item.weights, f"t2l-{item.id}", base_model_name_or_path=runtime.t2l.peft_base_name(),
+                     metadata=adapter_provenance(item.description, runtime.base_model))
 
 
 def _version() -> str:

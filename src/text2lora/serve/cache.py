@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from text2lora.lora import LoraWeights
+from text2lora.lora import LoraWeights, adapter_provenance
 from text2lora.models.targets import TargetLayout
 
 ID_CHARS = 32  #: hex characters of the sha256 kept in an id (128 bits)
@@ -125,41 +125,32 @@ class AdapterCache:
 
 
 class AdapterStore:
-    """A directory of adapters, one ``<id>/`` each (safetensors factors + JSON), written atomically."""
+    """A directory of adapters, one PEFT adapter directory ``<id>/`` each (the same files ``text2lora generate``
+    writes, :func:`text2lora.lora.save_peft_adapter`), with the server's fields in its ``text2lora.json``."""
 
-    def __init__(self, root: str | Path, layout: TargetLayout) -> None:
+    def __init__(self, root: str | Path, layout: TargetLayout, base_model_name_or_path: str = "",
+                 base_model: str = "") -> None:
         self.root, self.layout = Path(root), layout
+        self.base_model_name_or_path, self.base_model = base_model_name_or_path, base_model
         self.root.mkdir(parents=True, exist_ok=True)
 
     def save(self, item: Adapter) -> None:
-        from safetensors.torch import save_file
-
-        from text2lora.paths import atomic_dir, write_json
+        from text2lora.lora import PROVENANCE, save_peft_adapter
 
         target = self.root / item.id
-        if (target / "adapter.json").is_file():
+        if (target / PROVENANCE).is_file():
             return
-        tensors = {}
-        for name, (a, b) in item.weights.factors.items():
-            tensors[f"{name}.A"], tensors[f"{name}.B"] = a[0].contiguous(), b[0].contiguous()
-        w = item.weights
-        meta = {"id": item.id, "description": item.description, "rank": w.rank, "alpha": w.alpha,
-                "use_rslora": w.use_rslora, "generation_ms": item.generation_ms, "created": item.created}
-        with atomic_dir(target) as tmp:
-            save_file(tensors, str(tmp / "factors.safetensors"))
-            write_json(tmp / "adapter.json", meta)
+        meta = {**adapter_provenance(item.description, self.base_model), "text2lora_adapter_id": item.id,
+                "text2lora_generation_ms": item.generation_ms, "text2lora_created": item.created}
+        save_peft_adapter(item.weights, target, base_model_name_or_path=self.base_model_name_or_path, metadata=meta)
 
     def load(self, adapter_id: str) -> Adapter | None:
-        from safetensors.torch import load_file
+        from text2lora.lora import PROVENANCE, load_peft_adapter, read_provenance
 
-        from text2lora.paths import read_json
-
-        if not is_adapter_id(adapter_id) or not (self.root / adapter_id / "adapter.json").is_file():
+        if not is_adapter_id(adapter_id) or not (self.root / adapter_id / PROVENANCE).is_file():
             return None
-        meta = read_json(self.root / adapter_id / "adapter.json", "adapter metadata")
-        tensors = load_file(str(self.root / adapter_id / "factors.safetensors"))
-        names = [t.name for t in self.layout.targets if f"{t.name}.A" in tensors]
-        factors = {n: (tensors[f"{n}.A"][None], tensors[f"{n}.B"][None]) for n in names}
-        weights = LoraWeights(factors, self.layout, rank=int(meta["rank"]), alpha=float(meta["alpha"]),
-                              use_rslora=bool(meta["use_rslora"]))
-        return Adapter(adapter_id, meta["description"], weights, float(meta["generation_ms"]), int(meta["created"]))
+        meta = read_provenance(self.root / adapter_id)
+        weights = load_peft_adapter(self.root / adapter_id, self.layout)
+        return Adapter(adapter_id, meta["text2lora_description"], weights, float(meta["text2lora_generation_ms"]),
+                       int(meta["text2lora_created"]))
+

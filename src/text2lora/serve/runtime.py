@@ -59,7 +59,8 @@ def load_runtime(
 
 
 def build_runtime(t2l: T2L, model, tokenizer, limits: ServeLimits, *, store_dir=None) -> ServeRuntime:
-    store = AdapterStore(Path(store_dir), t2l.layout) if store_dir is not None else None
+    store = (AdapterStore(Path(store_dir), t2l.layout, t2l.peft_base_name(), t2l.meta.base_model)
+             if store_dir is not None else None)
     cache = AdapterCache(limits.cache_max_adapters, limits.cache_max_bytes, store)
     decoder = DecodeEngine(model, tokenizer, max_batch=limits.max_batch, max_queue=limits.max_queue,
                            gather_ms=limits.gather_ms)

@@ -68,8 +68,7 @@ class SFTRecipe:
         return batch
 
     def _lora(self, model, emb: torch.Tensor) -> LoraWeights:
-        lora = self.cfg.hypernet.lora
-        return LoraWeights(model(emb), self.meta.layout, rank=lora.rank, alpha=lora.alpha, use_rslora=lora.use_rslora)
+        return self.meta.lora(model(emb))
 
     def _to_device(self, batch: dict) -> dict:
         device = self.model.device

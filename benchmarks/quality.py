@@ -39,7 +39,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stages import Stage, StageRunner, fingerprint, sha256_file  # noqa: E402
+from stages import Stage, StageRunner  # noqa: E402
+
+from text2lora.paths import sha256_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ["base", "desc-prompt", "icl3", "multitask-lora", "task-lora", "t2l-recon", "t2l-sft"]

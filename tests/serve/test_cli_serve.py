@@ -19,7 +19,7 @@ def _free_port() -> int:
 def test_serve_command(tiny, tmp_path):
     _, ckpt = tiny
     port = _free_port()
-    cmd = [sys.executable, "-m", "text2lora.serve", "--checkpoint", str(ckpt), "--port", str(port),
+    cmd = [sys.executable, "-m", "text2lora", "serve", "--checkpoint", str(ckpt), "--port", str(port),
            "--max-tokens", "16", "--threads", "1", "--adapter-store", str(tmp_path / "store"), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -47,6 +47,6 @@ def test_serve_command(tiny, tmp_path):
 
 
 def test_serve_rejects_bad_threads(tiny):
-    out = subprocess.run([sys.executable, "-m", "text2lora.serve", "--checkpoint", str(tiny[1]), "--threads", "0"],
+    out = subprocess.run([sys.executable, "-m", "text2lora", "serve", "--checkpoint", str(tiny[1]), "--threads", "0"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "--threads must be at least 1" in out.stderr

@@ -16,7 +16,6 @@ from safetensors.torch import load_file
 
 from tests.train_fixtures import build_chat_model, build_library, sft_config_dict
 from text2lora.cli import main
-from text2lora.data.library import TaskLibrary
 from text2lora.config import LoraConfig
 from text2lora.errors import Text2LoraError
 from text2lora.train.config import build_config, config_to_dict, load_config

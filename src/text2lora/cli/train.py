@@ -96,7 +96,7 @@ def lora(
     from text2lora.train.lora import MULTITASK, LoraRecipe, install_adapter
     from text2lora.train.loop import train
     from text2lora.data.library import TaskLibrary
-    from text2lora.models.base import load_base_model
+    from text2lora.models.base import default_device, load_base_model
     from text2lora.train.sft import model_dtype
 
     if bool(task) == multitask:
@@ -108,10 +108,8 @@ def lora(
         for t in tasks:
             library.task(t)  # unknown names fail before any training
     for name, tasks in jobs:
-        import torch
-
         model, tokenizer = load_base_model(cfg.base_model, dtype=model_dtype(cfg.loop.precision),
-                                           device="cuda" if torch.cuda.is_available() else "cpu")
+                                           device=default_device())
         recipe = LoraRecipe(cfg, tasks, library=library, model=model, tokenizer=tokenizer)
         run_dir = out / ".runs" / name
         config_dict = _run_config(cfg, cfg.data.library, tasks=tasks)

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import tarfile
-import tempfile
 from pathlib import Path, PurePosixPath
 
 from text2lora.data.fetch import fetch_pinned
 from text2lora.errors import Text2LoraError
-from text2lora.paths import atomic_write_text, home
+from text2lora.paths import atomic_write_bytes, atomic_write_text, home
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +98,3 @@ def extract_tasks(sdist: Path, dest: Path | None = None, *, progress: bool = Tru
     atomic_write_text(marker, BIGBENCH_SHA256 + "\n")
     log.info("extracted %d task files into %s", written, dest)
     return dest
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -21,8 +21,7 @@ import tempfile
 from pathlib import Path
 
 from text2lora.errors import Text2LoraError
-from text2lora.models.bundled import sha256_file
-from text2lora.paths import home
+from text2lora.paths import home, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -16,31 +16,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from text2lora.paths import home, write_json
+from text2lora.paths import home, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
 #: Bump when scoring itself changes (metric definitions, prompt format): every cached score is then stale.
 CACHE_VERSION = 1
 
-_file_hashes: dict[tuple[str, int, int], str] = {}
 
 
 def default_cache_dir() -> Path:
     return home() / "eval-cache"
-
-
-def sha256_file(path: Path) -> str:
-    """Content hash, memoised by (path, size, mtime) within the process."""
-    stat = path.stat()
-    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo not in _file_hashes:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        _file_hashes[memo] = h.hexdigest()
-    return _file_hashes[memo]
 
 
 def hash_files(directory: Path, names: tuple[str, ...]) -> dict[str, str]:

@@ -23,14 +23,13 @@ from typing import Any
 
 import torch
 
-from text2lora.data.prompts import build_prompt, collate, encode_example
+from text2lora.data.prompts import IGNORE_INDEX, build_prompt, collate, encode_example
 from text2lora.data.task import MULTIPLE_CHOICE
 from text2lora.eval.config import EvalSettings
 from text2lora.eval.methods import DESCRIPTION, ICL, Unit
 from text2lora.eval.metrics import exact_match, is_copy, is_short_answer, rouge_l, strict_match
 from text2lora.eval.tasks import EvalTask
 from text2lora.lora import LoraWeights, apply_lora
-from text2lora.train.losses import IGNORE_INDEX
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 
@@ -50,13 +49,9 @@ def load_base_model(
     return model, load_tokenizer(name_or_path)
 
 
-def model_config_source(name_or_path: str) -> str:
-    """Where a model's config comes from (for target discovery without weights)."""
-    return resolve_model(name_or_path)
-
-
-def is_local(name_or_path: str) -> bool:
-    return Path(name_or_path).exists()
+def default_device() -> str:
+    """Where models run unless told otherwise: the first GPU when there is one, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _first_line(e: BaseException) -> str:

@@ -10,13 +10,12 @@ Names starting with ``bundled:`` resolve here; any other name is a Hugging Face 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 from pathlib import Path
 
 from text2lora.errors import Text2LoraError
-from text2lora.paths import atomic_dir, home
+from text2lora.paths import atomic_dir, home, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +40,6 @@ def _package_dir(package: str, pip_name: str) -> Path:
             f"`pip install --no-deps {pip_name}` (or `make install`)"
         )
     return Path(next(iter(spec.submodule_search_locations)))
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def bundled_base_dir() -> Path:

@@ -15,8 +15,8 @@ import time
 from contextlib import asynccontextmanager
 from importlib import resources
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, Response
 
 from text2lora.serve import completions as cmp
 from text2lora.serve.cache import Adapter, is_adapter_id

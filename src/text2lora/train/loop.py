@@ -118,6 +118,125 @@ def check_out_dir(out_dir: Path, resume: bool) -> None:
         raise Text2LoraError(f"{out_dir} already holds a training run: pass --resume to continue it, or another --out")
 
 
+@dataclass
+class TrainerState:
+    """The loop's mutable state: exactly what ``trainer.json`` holds in every checkpoint."""
+
+    step: int = 0
+    best: float = math.inf  #: best value of the recipe's primary metric so far (lower is better)
+    best_step: int | None = None
+    bad_evals: int = 0  #: evaluations since the best one (early stopping)
+    fingerprint: str = ""  #: of the run's config (a resume must match it)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "best": self.best if math.isfinite(self.best) else None,
+                "best_step": self.best_step, "bad_evals": self.bad_evals, "fingerprint": self.fingerprint}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], fingerprint: str) -> TrainerState:
+        best = obj.get("best")
+        return cls(step=obj["step"], best=math.inf if best is None else best, best_step=obj.get("best_step"),
+                   bad_evals=obj.get("bad_evals", 0), fingerprint=fingerprint)
+
+    @property
+    def best_or_none(self) -> float | None:
+        return self.best if math.isfinite(self.best) else None
+
+
+class Trainer:
+    """One run of the loop: :meth:`step` optimises, :meth:`evaluate` validates (and exports ``best/``),
+    :meth:`save` checkpoints, :meth:`finish` exports ``final/`` and the summary. :func:`train` drives it."""
+
+    def __init__(self, recipe: Recipe, loop: LoopConfig, out_dir: Path, config: dict[str, Any], *,
+                 resume: bool, accelerator) -> None:
+        self.recipe, self.loop, self.out_dir, self.config = recipe, loop, out_dir, config
+        self.accelerator = accelerator
+        self.main = accelerator.is_main_process
+        self.rank, self.world = accelerator.process_index, accelerator.num_processes
+        if self.main:
+            check_out_dir(out_dir, resume)
+        accelerator.wait_for_everyone()
+        model = recipe.trainable()
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise Text2LoraError("nothing to train: the recipe's model has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(self.params, lr=loop.lr, weight_decay=loop.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_schedule(loop.steps, loop.warmup_ratio))
+        self.state = TrainerState(fingerprint=config_fingerprint(config))
+        if resume:
+            point = check_resume_config(out_dir, config)
+            saved = load_training_checkpoint(point, model=model, optimizer=self.optimizer, scheduler=self.scheduler)
+            self.state = TrainerState.from_json(saved, self.state.fingerprint)
+            if self.main:
+                log.warning("resuming from %s at step %d", point, self.state.step)
+        self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
+        self.logger = MetricLogger(out_dir, enabled=self.main, truncate_after=self.state.step if resume else 0,
+                                   backend=loop.log_with, config=config)
+
+    def step(self) -> dict[str, float]:
+        """One optimiser step; returns its metrics (loss, lr, grad norm, tokens/s, ...)."""
+        acc, state = self.accelerator, self.state
+        torch.manual_seed(step_seed(self.loop.seed, state.step, self.rank))
+        t0 = time.perf_counter()
+        batch = self.recipe.batch(state.step, self.rank, self.world)
+        with acc.autocast():
+            loss, metrics = self.recipe.loss(self.model, batch)
+        acc.backward(loss)
+        grad_norm = acc.clip_grad_norm_(self.params, self.loop.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        elapsed = time.perf_counter() - t0
+        loss_value = acc.gather(loss.detach()[None]).float().mean().item()
+        tokens = metrics.pop("tokens", 0.0) * self.world
+        return {"loss": loss_value, "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0, "step_s": elapsed, **metrics}
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics at the current step; a new best is exported to ``best/``."""
+        self.model.eval()
+        with torch.no_grad():
+            metrics = self.recipe.evaluate(self.model)
+        self.model.train()
+        if self.main:
+            self.logger.log(self.state.step, metrics)
+            score = metrics.get(self.recipe.primary_metric, math.inf)
+            if score < self.state.best:
+                self.state.best, self.state.best_step, self.state.bad_evals = score, self.state.step, 0
+                self.recipe.export(self.accelerator.unwrap_model(self.model), self.out_dir / "best")
+            else:
+                self.state.bad_evals += 1
+        return metrics
+
+    def should_stop_early(self) -> bool:
+        patience = self.loop.early_stop_patience
+        return patience is not None and self.state.bad_evals >= patience
+
+    def save(self) -> None:
+        if self.main:
+            save_training_checkpoint(self.out_dir / f"ckpt-{self.state.step:07d}",
+                                     model=self.accelerator.unwrap_model(self.model), optimizer=self.optimizer,
+                                     scheduler=self.scheduler, trainer=self.state.to_json(), config=self.config)
+            prune_checkpoints(self.out_dir, self.loop.keep_last)
+        self.accelerator.wait_for_everyone()
+
+    def finish(self, stopped_early: bool) -> TrainResult:
+        final = self.evaluate() if not stopped_early else {}
+        if not stopped_early:
+            self.save()
+        state = self.state
+        if self.main:
+            self.recipe.export(self.accelerator.unwrap_model(self.model), self.out_dir / "final")
+            write_json(self.out_dir / "summary.json", {
+                "steps": state.step, "best_step": state.best_step, "best": state.best_or_none,
+                "primary_metric": self.recipe.primary_metric, "final": final, "early_stopped": stopped_early})
+            plot_curves(self.out_dir)
+            self.logger.close()
+        self.accelerator.wait_for_everyone()
+        return TrainResult(self.out_dir, state.step, state.best_step, state.best_or_none, final)
+
+
 def train(
     recipe: Recipe,
     loop: LoopConfig,
@@ -136,118 +255,38 @@ def train(
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    out_dir = Path(out_dir)
     if loop.num_threads:
         torch.set_num_threads(loop.num_threads)
     if accelerator is None:
         on_gpu = torch.cuda.is_available()
         accelerator = Accelerator(cpu=not on_gpu, mixed_precision=loop.precision if on_gpu else "no")
-    main = accelerator.is_main_process
-    rank, world = accelerator.process_index, accelerator.num_processes
-    if main:
-        check_out_dir(out_dir, resume)
-    accelerator.wait_for_everyone()
-
-    model = recipe.trainable()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise Text2LoraError("nothing to train: the recipe's model has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=loop.lr, weight_decay=loop.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(loop.steps, loop.warmup_ratio))
-
-    start, best, best_step, bad_evals, history = 0, math.inf, None, 0, []
-    fingerprint = config_fingerprint(config)
-    if resume:
-        point = check_resume_config(out_dir, config)
-        state = load_training_checkpoint(point, model=model, optimizer=optimizer, scheduler=scheduler)
-        start, best, best_step = state["step"], state.get("best", math.inf), state.get("best_step")
-        bad_evals = state.get("bad_evals", 0)
-        if main:
-            log.warning("resuming from %s at step %d", point, start)
-    model, optimizer = accelerator.prepare(model, optimizer)
-
-    logger = MetricLogger(out_dir, enabled=main, truncate_after=start if resume else 0, backend=loop.log_with,
-                          config=config)
-
-    def evaluate(step: int) -> dict[str, float]:
-        nonlocal best, best_step, bad_evals
-        model.eval()
-        with torch.no_grad():
-            metrics = recipe.evaluate(model)
-        model.train()
-        if main:
-            logger.log(step, metrics)
-            score = metrics.get(recipe.primary_metric, math.inf)
-            if score < best:
-                best, best_step, bad_evals = score, step, 0
-                recipe.export(accelerator.unwrap_model(model), out_dir / "best")
-            else:
-                bad_evals += 1
-        return metrics
-
-    def save(step: int) -> None:
-        if main:
-            trainer = {"step": step, "best": best if math.isfinite(best) else None, "best_step": best_step,
-                       "bad_evals": bad_evals, "fingerprint": fingerprint}
-            save_training_checkpoint(out_dir / f"ckpt-{step:07d}", model=accelerator.unwrap_model(model),
-                                     optimizer=optimizer, scheduler=scheduler, trainer=trainer, config=config)
-            prune_checkpoints(out_dir, loop.keep_last)
-        accelerator.wait_for_everyone()
-
-    if best is None:
-        best = math.inf
-    model.train()
-    if start == 0:
-        history.append(evaluate(0))
-    bar = tqdm(total=loop.steps, initial=start, disable=not (main and progress), dynamic_ncols=True, desc="train")
-    step, done_here, stopped_early = start, 0, False
-    last_metrics: dict[str, float] = {}
-    while step < loop.steps:
-        torch.manual_seed(step_seed(loop.seed, step, rank))
-        t0 = time.perf_counter()
-        batch = recipe.batch(step, rank, world)
-        with accelerator.autocast():
-            loss, metrics = recipe.loss(model, batch)
-        accelerator.backward(loss)
-        grad_norm = accelerator.clip_grad_norm_(params, loop.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        done_here += 1
-        elapsed = time.perf_counter() - t0
-        loss_value = accelerator.gather(loss.detach()[None]).float().mean().item()
-        tokens = metrics.pop("tokens", 0.0) * world
-        last_metrics = {"loss": loss_value, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                        "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0, "step_s": elapsed, **metrics}
+    run = Trainer(recipe, loop, Path(out_dir), config, resume=resume, accelerator=accelerator)
+    run.model.train()
+    if run.state.step == 0:
+        run.evaluate()
+    bar = tqdm(total=loop.steps, initial=run.state.step, disable=not (run.main and progress), dynamic_ncols=True,
+               desc="train")
+    done_here, stopped_early, metrics = 0, False, {}
+    while run.state.step < loop.steps:
+        metrics = run.step()
+        step, done_here = run.state.step, done_here + 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{last_metrics['lr']:.2e}", tok_s=f"{last_metrics['tokens_per_s']:.0f}")
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['lr']:.2e}", tok_s=f"{metrics['tokens_per_s']:.0f}")
         if step % loop.log_every == 0 or step == loop.steps:
-            logger.log(step, last_metrics)
+            run.logger.log(step, metrics)
         if step % loop.eval_every == 0 and step < loop.steps:
-            evaluate(step)
-            if loop.early_stop_patience is not None and bad_evals >= loop.early_stop_patience:
+            run.evaluate()
+            if run.should_stop_early():
                 stopped_early = True
-                if main:
+                if run.main:
                     log.warning("early stop at step %d: no better %s for %d evaluations", step,
-                                recipe.primary_metric, bad_evals)
-                save(step)
+                                recipe.primary_metric, run.state.bad_evals)
+                run.save()
                 break
         if step % loop.save_every == 0 and step < loop.steps:
-            save(step)
+            run.save()
         if stop_after is not None and done_here >= stop_after:
             bar.close()
-            return TrainResult(out_dir, step, best_step, best, last_metrics)
+            return TrainResult(run.out_dir, step, run.state.best_step, run.state.best, metrics)
     bar.close()
-    final = evaluate(step) if not stopped_early else {}
-    if not stopped_early:
-        save(step)
-    if main:
-        recipe.export(accelerator.unwrap_model(model), out_dir / "final")
-        summary = {"steps": step, "best_step": best_step, "best": best if math.isfinite(best) else None,
-                   "primary_metric": recipe.primary_metric, "final": final, "early_stopped": stopped_early}
-        write_json(out_dir / "summary.json", summary)
-        plot_curves(out_dir)
-        logger.close()
-    accelerator.wait_for_everyone()
-    return TrainResult(out_dir, step, best_step, best if math.isfinite(best) else None, final)
+    return run.finish(stopped_early)

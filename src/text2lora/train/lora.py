@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from text2lora.data.library import TaskLibrary
-from text2lora.models.base import load_base_model
+from text2lora.models.base import default_device, load_base_model
 from text2lora.paths import atomic_dir
 from text2lora.train.config import LoraTrainConfig
 from text2lora.train.data import TrainData
@@ -38,7 +38,7 @@ class LoraRecipe:
         self.cfg = cfg
         self.full_logits = full_logits  # benchmarks only: the LM head over every position
         self.group_overhead: float | None = None  # benchmarks only: inf keeps every batch whole (see losses.py)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = default_device()
         if model is None:
             model, tokenizer = load_base_model(cfg.base_model, dtype=model_dtype(cfg.loop.precision), device=device)
         self.tokenizer = tokenizer

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from text2lora.data.prompts import IGNORE_INDEX
 
 
 def positions_to_keep(labels: torch.Tensor) -> int:

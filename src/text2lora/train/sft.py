@@ -11,9 +11,8 @@ from text2lora.checkpoint import CheckpointMeta, build_from_meta, load_checkpoin
 from text2lora.data.library import TaskLibrary
 from text2lora.encoders import build_encoder
 from text2lora.lora import LoraWeights
-from text2lora.models.base import load_base_model
+from text2lora.models.base import default_device, load_base_model
 from text2lora.models.targets import discover_targets
-from text2lora.models.bundled import resolve_model
 from text2lora.train.config import SFTConfig
 from text2lora.train.data import TrainData
 from text2lora.train.embeddings import EmbeddingTable
@@ -36,7 +35,7 @@ class SFTRecipe:
         self.cfg = cfg
         self.full_logits = full_logits  # benchmarks only: the LM head over every position
         self.group_overhead: float | None = None  # benchmarks only: inf keeps every batch whole (see losses.py)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = default_device()
         if model is None:
             model, tokenizer = load_base_model(cfg.base_model, dtype=model_dtype(cfg.loop.precision), device=device)
         self.model, self.tokenizer = model, tokenizer

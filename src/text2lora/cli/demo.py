@@ -37,7 +37,6 @@ def demo(
     from text2lora.api import T2L
     from text2lora.data.prompts import build_prompt
     from text2lora.eval.config import EvalSettings
-    from text2lora.eval.metrics import exact_match, rouge_l
     from text2lora.generation import generate_texts
     from text2lora.models.base import load_base_model
 
@@ -68,6 +67,14 @@ def demo(
     base = generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
     adapted = generate_texts(model, tokenizer, prompts, lora=lora, max_new_tokens=max_new_tokens)
 
+    _print_comparison(instances, base, adapted)
+    sys.stdout.flush()
+
+
+def _print_comparison(instances, base: list[str], adapted: list[str]) -> None:
+    """Each input with its reference and both answers scored, then the averages."""
+    from text2lora.eval.metrics import exact_match, rouge_l
+
     totals = {"base": [0.0, 0.0], "adapted": [0.0, 0.0]}
     for i, (inst, b, a) in enumerate(zip(instances, base, adapted), 1):
         refs = inst.references or [inst.output]
@@ -86,7 +93,6 @@ def demo(
         em, rl = totals[key]
         print(f"{label:<28} {em:>12.2f} {rl:>9.2f}")
     print(f"({len(instances)} inputs; the committed quality report scores many more: docs/quality/)")
-    sys.stdout.flush()
 
 
 def _load_task(task: str | None, library: Path | None, n: int):

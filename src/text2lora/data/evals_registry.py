@@ -38,7 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from text2lora.data.fetch import fetch_pinned
-from text2lora.data.loaders import LoadProblem, sanitize_name
+from text2lora.data.load_common import LoadProblem, sanitize_name
 from text2lora.data.task import GENERATION, Instance, Task, TaskData
 from text2lora.errors import Text2LoraError
 

@@ -87,27 +87,18 @@ def evaluate(config: EvalConfig, *, model=None, tokenizer=None, echo: Callable[[
     timing: dict[str, Any] = {"model_load_s": round(t_model - t_start, 2), "methods": {}}
     for method in methods:
         t0 = time.perf_counter()
-        units = [u for t in etasks for u in method.units(t, groups, config.groups_for(method.name))]
-        for u in units:
+        found, fresh, keyed = _run_method(method, etasks, by_name, groups, common, task_fp, model, tokenizer,
+                                          config, cache, echo)
+        for u, key in keyed:
             if u.label not in columns:
                 columns.append(u.label)
-        keyed = []
-        for u in units:
-            fields = {**common, "method": method.fingerprint(u), "task": u.task, "task_data": task_fp[u.task],
-                      "group": u.group, "description": u.description, "prompt": u.prompt}
-            fields.update(_setting_fields(u, by_name[u.task], settings))
-            keyed.append((u, cache_key(fields)))
-        found = {key: cache.get(key) for _, key in keyed}
-        pending = [(u, key) for u, key in keyed if found[key] is None]
-        echo(f"{method.name}: {len(units)} units, {len(units) - len(pending)} cached, {len(pending)} to score")
-        fresh = _score(method, pending, by_name, model, tokenizer, config, cache) if pending else {}
-        for u, key in keyed:
             rec = found[key] or fresh[key]
             records.append(_record(u, by_name[u.task], rec, cached=found[key] is not None))
         for task, reason in method.skipped.items():
             echo(f"  {method.name}: skipped {task}: {reason}")
         elapsed = time.perf_counter() - t0
-        timing["methods"][method.name] = {"seconds": round(elapsed, 2), "units": len(units), "scored": len(pending)}
+        scored = sum(1 for _, key in keyed if found[key] is None)
+        timing["methods"][method.name] = {"seconds": round(elapsed, 2), "units": len(keyed), "scored": scored}
         echo(f"{method.name}: done in {elapsed:.1f} s")
     timing["total_s"] = round(time.perf_counter() - t_start, 2)
     timing["cache"] = {"hits": cache.hits, "misses": cache.misses}
@@ -116,6 +107,25 @@ def evaluate(config: EvalConfig, *, model=None, tokenizer=None, echo: Callable[[
              for t in etasks]
     return EvalResult(config=config.to_dict(), records=records, tasks=tasks, columns=columns, skipped=skipped,
                       timing=timing, environment=_environment(), methods=[m.describe() for m in methods])
+
+
+def _run_method(method: Method, etasks: list[EvalTask], by_name: dict[str, EvalTask], groups: DescriptionGroups,
+                common: dict[str, Any], task_fp: dict[str, str], model, tokenizer, config: EvalConfig,
+                cache: ScoreCache, echo: Callable[[str], None]):
+    """One method's units, each from the cache or scored: (cached records by key, fresh ones, (unit, key) pairs)."""
+    settings = config.settings
+    units = [u for t in etasks for u in method.units(t, groups, config.groups_for(method.name))]
+    keyed = []
+    for u in units:
+        fields = {**common, "method": method.fingerprint(u), "task": u.task, "task_data": task_fp[u.task],
+                  "group": u.group, "description": u.description, "prompt": u.prompt}
+        fields.update(_setting_fields(u, by_name[u.task], settings))
+        keyed.append((u, cache_key(fields)))
+    found = {key: cache.get(key) for _, key in keyed}
+    pending = [(u, key) for u, key in keyed if found[key] is None]
+    echo(f"{method.name}: {len(units)} units, {len(units) - len(pending)} cached, {len(pending)} to score")
+    fresh = _score(method, pending, by_name, model, tokenizer, config, cache) if pending else {}
+    return found, fresh, keyed
 
 
 def _setting_fields(unit: Unit, etask: EvalTask, settings) -> dict[str, Any]:

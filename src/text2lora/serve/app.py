@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from importlib import resources
+from typing import Annotated
 
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
 from text2lora.serve import completions as cmp
@@ -34,7 +37,7 @@ class Slots:
     def __init__(self, limit: int) -> None:
         self.limit, self.used = limit, 0
 
-    def acquire(self):
+    def acquire(self) -> Callable[[], None]:
         if self.used >= self.limit:
             raise ApiError(429, f"{self.used} requests are in progress; the limit is {self.limit}",
                            "too_many_requests")
@@ -48,6 +51,74 @@ class Slots:
                 self.used -= 1
 
         return release
+
+    @contextmanager
+    def hold(self) -> Iterator[_Held]:
+        """A slot for the block; released at its end unless a streaming response took it over (``hand_off``)."""
+        held = _Held(self.acquire())
+        try:
+            yield held
+        finally:
+            if not held.handed_off:
+                held.release()
+
+
+@dataclass
+class _Held:
+    release: Callable[[], None]
+    handed_off: bool = False
+
+    def hand_off(self) -> Callable[[], None]:
+        """The release function, for a response that ends after the handler returns."""
+        self.handed_off = True
+        return self.release
+
+
+@dataclass
+class Context:
+    """What every route needs: the loaded runtime, the limits and the request slots (one per app)."""
+
+    runtime: ServeRuntime
+    limits: ServeLimits
+    slots: Slots
+
+    async def adapter_for(self, description: str) -> Adapter:
+        limits = self.limits
+        if not description.strip():
+            raise ApiError(400, "the task description is empty", "invalid_request", "description")
+        if len(description) > limits.max_description_chars:
+            raise ApiError(400, f"the task description is {len(description)} characters; the limit is "
+                           f"{limits.max_description_chars}", "description_too_long", "description")
+        return await asyncio.wrap_future(self.runtime.adapters.get_or_create(description))
+
+    async def adapter_by_id(self, aid: str) -> Adapter:
+        future = self.runtime.adapters.by_id(aid) if is_adapter_id(aid) else None
+        if future is None:
+            raise ApiError(404, f"no adapter {aid!r}: create one with POST /v1/adapters", "adapter_not_found")
+        return await asyncio.wrap_future(future)
+
+    async def resolve(self, model: str, description: str | None) -> tuple[str, Adapter | None]:
+        """(the model name to report, the adapter or None for the base model)."""
+        if description is not None:
+            adapter = await self.adapter_for(description)
+            if model.startswith(ADAPTER_PREFIX) and model[len(ADAPTER_PREFIX):] != adapter.id:
+                raise ApiError(400, f"model {model!r} and task_description name different adapters "
+                               f"(the description gives t2l:{adapter.id})", "invalid_request", "model")
+            return ADAPTER_PREFIX + adapter.id, adapter
+        if model in ("base", self.runtime.base_model):
+            return "base", None
+        if model.startswith(ADAPTER_PREFIX):
+            return model, await self.adapter_by_id(model[len(ADAPTER_PREFIX):])
+        raise ApiError(404, f"unknown model {model[:100]!r}: use 'base', 't2l:<adapter id>' or give a "
+                       "task_description", "model_not_found", "model")
+
+
+def context(request: Request) -> Context:
+    return request.app.state.context
+
+
+Ctx = Annotated[Context, Depends(context)]
+router = APIRouter()
 
 
 def create_app(runtime: ServeRuntime, limits: ServeLimits | None = None) -> FastAPI:
@@ -64,123 +135,90 @@ def create_app(runtime: ServeRuntime, limits: ServeLimits | None = None) -> Fast
     install_error_handlers(app)
     slots = Slots(limits.max_concurrent)
     app.state.runtime, app.state.limits, app.state.slots = runtime, limits, slots
-
-    async def adapter_for(description: str) -> Adapter:
-        if not description.strip():
-            raise ApiError(400, "the task description is empty", "invalid_request", "description")
-        if len(description) > limits.max_description_chars:
-            raise ApiError(400, f"the task description is {len(description)} characters; the limit is "
-                           f"{limits.max_description_chars}", "description_too_long", "description")
-        return await asyncio.wrap_future(runtime.adapters.get_or_create(description))
-
-    async def adapter_by_id(aid: str) -> Adapter:
-        future = runtime.adapters.by_id(aid) if is_adapter_id(aid) else None
-        if future is None:
-            raise ApiError(404, f"no adapter {aid!r}: create one with POST /v1/adapters", "adapter_not_found")
-        return await asyncio.wrap_future(future)
-
-    async def resolve(model: str, description: str | None) -> tuple[str, Adapter | None]:
-        """(the model name to report, the adapter or None for the base model)."""
-        if description is not None:
-            adapter = await adapter_for(description)
-            if model.startswith(ADAPTER_PREFIX) and model[len(ADAPTER_PREFIX):] != adapter.id:
-                raise ApiError(400, f"model {model!r} and task_description name different adapters "
-                               f"(the description gives t2l:{adapter.id})", "invalid_request", "model")
-            return ADAPTER_PREFIX + adapter.id, adapter
-        if model in ("base", runtime.base_model):
-            return "base", None
-        if model.startswith(ADAPTER_PREFIX):
-            adapter = await adapter_by_id(model[len(ADAPTER_PREFIX):])
-            return model, adapter
-        raise ApiError(404, f"unknown model {model[:100]!r}: use 'base', 't2l:<adapter id>' or give a "
-                       "task_description", "model_not_found", "model")
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> HTMLResponse:
-        return HTMLResponse(resources.files("text2lora.serve").joinpath("static/index.html").read_text("utf-8"))
-
-    @app.get("/health")
-    async def health() -> dict:
-        meta = runtime.t2l.meta
-        return {"status": "ok", "base_model": meta.base_model, "trained": meta.trained,
-                "active": runtime.decoder.active, "queued": runtime.decoder.queued, "in_progress": slots.used,
-                "cached_adapters": len(runtime.cache), "cache_bytes": runtime.cache.nbytes}
-
-    @app.get("/v1/models")
-    async def models() -> dict:
-        created = int(time.time())
-        data = [{"id": "base", "object": "model", "created": created, "owned_by": "text2lora",
-                 "root": runtime.base_model}]
-        for item in runtime.cache.snapshot():
-            data.append({"id": ADAPTER_PREFIX + item.id, "object": "model", "created": item.created,
-                         "owned_by": "text2lora", "root": runtime.base_model, "parent": "base",
-                         "description": item.description})
-        return {"object": "list", "data": data}
-
-    @app.post("/v1/adapters")
-    async def create_adapter(body: AdapterRequest) -> dict:
-        release = slots.acquire()
-        try:
-            known = runtime.cache.get(runtime.adapters.id_for(body.description)) is not None
-            return {**_adapter_info(await adapter_for(body.description), runtime), "cached": known}
-        finally:
-            release()
-
-    @app.get("/v1/adapters/{aid}")
-    async def get_adapter(aid: str) -> dict:
-        return _adapter_info(await adapter_by_id(aid), runtime)
-
-    @app.get("/v1/adapters/{aid}/download")
-    async def download_adapter(aid: str) -> Response:
-        item = await adapter_by_id(aid)
-        data = await asyncio.to_thread(peft_zip, item, runtime)
-        return Response(data, media_type="application/zip",
-                        headers={"Content-Disposition": f'attachment; filename="t2l-{aid}.zip"'})
-
-    @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest):
-        release = slots.acquire()
-        streaming = False
-        try:
-            params = cmp.sampling_params(body, limits)
-            prompt = cmp.render_chat(runtime, body, limits)
-            ids = cmp.tokenize(runtime, prompt, params, limits, "messages")
-            name, adapter = await resolve(body.model, body.task_description)
-            job = cmp.submit(runtime, [ids], adapter, params)
-            chunk = cmp.chat_chunker(name)
-            if body.stream:
-                streaming = True
-                first = chunk(0, "", None)
-                first["choices"][0]["delta"] = {"role": "assistant", "content": ""}
-                include = bool(body.stream_options and body.stream_options.include_usage)
-                return cmp.stream_response(job, chunk, include, release, [first])
-            return cmp.chat_response(name, await cmp.collect(job))
-        finally:
-            if not streaming:
-                release()
-
-    @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
-        release = slots.acquire()
-        streaming = False
-        try:
-            params = cmp.sampling_params(body, limits)
-            prompts = body.prompts()
-            if not 1 <= len(prompts) <= limits.max_prompts:
-                raise ApiError(400, f"give 1 to {limits.max_prompts} prompts", "invalid_request", "prompt")
-            ids = [cmp.tokenize(runtime, p, params, limits, "prompt") for p in prompts]
-            name, adapter = await resolve(body.model, body.task_description)
-            job = cmp.submit(runtime, ids, adapter, params)
-            if body.stream:
-                streaming = True
-                include = bool(body.stream_options and body.stream_options.include_usage)
-                return cmp.stream_response(job, cmp.completion_chunker(name), include, release)
-            return cmp.completion_response(name, await cmp.collect(job), prompts, body.echo)
-        finally:
-            if not streaming:
-                release()
-
+    app.state.context = Context(runtime, limits, slots)
+    app.include_router(router)
     return app
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def index() -> HTMLResponse:
+    return HTMLResponse(resources.files("text2lora.serve").joinpath("static/index.html").read_text("utf-8"))
+
+
+@router.get("/health")
+async def health(ctx: Ctx) -> dict:
+    runtime = ctx.runtime
+    meta = runtime.t2l.meta
+    return {"status": "ok", "base_model": meta.base_model, "trained": meta.trained,
+            "active": runtime.decoder.active, "queued": runtime.decoder.queued, "in_progress": ctx.slots.used,
+            "cached_adapters": len(runtime.cache), "cache_bytes": runtime.cache.nbytes}
+
+
+@router.get("/v1/models")
+async def models(ctx: Ctx) -> dict:
+    runtime, created = ctx.runtime, int(time.time())
+    data = [{"id": "base", "object": "model", "created": created, "owned_by": "text2lora",
+             "root": runtime.base_model}]
+    for item in runtime.cache.snapshot():
+        data.append({"id": ADAPTER_PREFIX + item.id, "object": "model", "created": item.created,
+                     "owned_by": "text2lora", "root": runtime.base_model, "parent": "base",
+                     "description": item.description})
+    return {"object": "list", "data": data}
+
+
+@router.post("/v1/adapters")
+async def create_adapter(body: AdapterRequest, ctx: Ctx) -> dict:
+    with ctx.slots.hold():
+        known = ctx.runtime.cache.get(ctx.runtime.adapters.id_for(body.description)) is not None
+        return {**_adapter_info(await ctx.adapter_for(body.description), ctx.runtime), "cached": known}
+
+
+@router.get("/v1/adapters/{aid}")
+async def get_adapter(aid: str, ctx: Ctx) -> dict:
+    return _adapter_info(await ctx.adapter_by_id(aid), ctx.runtime)
+
+
+@router.get("/v1/adapters/{aid}/download")
+async def download_adapter(aid: str, ctx: Ctx) -> Response:
+    item = await ctx.adapter_by_id(aid)
+    data = await asyncio.to_thread(peft_zip, item, ctx.runtime)
+    return Response(data, media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="t2l-{aid}.zip"'})
+
+
+@router.post("/v1/chat/completions")
+async def chat(body: ChatRequest, ctx: Ctx):
+    runtime, limits = ctx.runtime, ctx.limits
+    with ctx.slots.hold() as held:
+        params = cmp.sampling_params(body, limits)
+        prompt = cmp.render_chat(runtime, body, limits)
+        ids = cmp.tokenize(runtime, prompt, params, limits, "messages")
+        name, adapter = await ctx.resolve(body.model, body.task_description)
+        job = cmp.submit(runtime, [ids], adapter, params)
+        chunk = cmp.chat_chunker(name)
+        if not body.stream:
+            return cmp.chat_response(name, await cmp.collect(job))
+        first = chunk(0, "", None)
+        first["choices"][0]["delta"] = {"role": "assistant", "content": ""}
+        include = bool(body.stream_options and body.stream_options.include_usage)
+        return cmp.stream_response(job, chunk, include, held.hand_off(), [first])
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, ctx: Ctx):
+    runtime, limits = ctx.runtime, ctx.limits
+    with ctx.slots.hold() as held:
+        params = cmp.sampling_params(body, limits)
+        prompts = body.prompts()
+        if not 1 <= len(prompts) <= limits.max_prompts:
+            raise ApiError(400, f"give 1 to {limits.max_prompts} prompts", "invalid_request", "prompt")
+        ids = [cmp.tokenize(runtime, p, params, limits, "prompt") for p in prompts]
+        name, adapter = await ctx.resolve(body.model, body.task_description)
+        job = cmp.submit(runtime, ids, adapter, params)
+        if not body.stream:
+            return cmp.completion_response(name, await cmp.collect(job), prompts, body.echo)
+        include = bool(body.stream_options and body.stream_options.include_usage)
+        return cmp.stream_response(job, cmp.completion_chunker(name), include, held.hand_off())
 
 
 def _adapter_info(item: Adapter, runtime: ServeRuntime) -> dict:

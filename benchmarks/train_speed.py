@@ -10,6 +10,7 @@ Needs a prepared task library (``text2lora data prepare``). Both recipes are the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -18,6 +19,7 @@ import torch
 from text2lora.data.library import TaskLibrary
 from text2lora.models.base import load_base_model
 from text2lora.models.bundled import BUNDLED_BASE
+from text2lora.train import losses
 from text2lora.train.config import build_config
 from text2lora.train.lora import LoraRecipe
 from text2lora.train.sft import SFTRecipe
@@ -40,6 +42,21 @@ def time_steps(recipe, batch, steps: int) -> float:
         if i >= 2:  # two warm-up steps
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+@contextlib.contextmanager
+def loss_variant(*, full_logits: bool = False, one_batch: bool = False):
+    """The slower ways the loss used to be computed, for comparison: the LM head over every position instead of
+    the completion's, and one padded batch instead of length groups (the shipped recipes do neither)."""
+    saved = losses.positions_to_keep, losses.GROUP_OVERHEAD_POSITIONS
+    if full_logits:
+        losses.positions_to_keep = lambda labels: labels.shape[1]
+    if one_batch:
+        losses.GROUP_OVERHEAD_POSITIONS = float("inf")
+    try:
+        yield
+    finally:
+        losses.positions_to_keep, losses.GROUP_OVERHEAD_POSITIONS = saved
 
 
 def main() -> None:
@@ -69,16 +86,17 @@ def main() -> None:
           f"({completion} completion); torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     peft_s = time_steps(lora_recipe, batch, args.steps)
     rows.append(("PEFT LoRA (completion-only logits)", peft_s))
-    lora_recipe.full_logits = True
-    rows.append(("PEFT LoRA (full-vocabulary logits)", time_steps(lora_recipe, batch, args.steps)))
+    with loss_variant(full_logits=True):
+        rows.append(("PEFT LoRA (full-vocabulary logits)", time_steps(lora_recipe, batch, args.steps)))
     for v in args.variants:
         recipe = first if v == args.variants[0] else SFTRecipe(sft_cfg[v], library=library, model=t2l_model, tokenizer=tok)
         rows.append((f"T2L-SFT {v} (completion-only logits)", time_steps(recipe, batch, args.steps)))
-    first.group_overhead = float("inf")
-    rows.append((f"T2L-SFT {args.variants[0]} (one padded batch, no length groups)", time_steps(first, batch, args.steps)))
-    first.full_logits = True
-    rows.append((f"T2L-SFT {args.variants[0]} (full-vocabulary logits, one padded batch)",
-                 time_steps(first, batch, args.steps)))
+    with loss_variant(one_batch=True):
+        rows.append((f"T2L-SFT {args.variants[0]} (one padded batch, no length groups)",
+                     time_steps(first, batch, args.steps)))
+    with loss_variant(one_batch=True, full_logits=True):
+        rows.append((f"T2L-SFT {args.variants[0]} (full-vocabulary logits, one padded batch)",
+                     time_steps(first, batch, args.steps)))
     print("| step | median s/step | tokens/s | vs PEFT LoRA step |")
     print("|---|---:|---:|---:|")
     for name, s in rows:

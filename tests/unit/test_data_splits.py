@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from text2lora.data.fit import Budget, fit_task
-from text2lora.data.samplers import ExampleRef, HierarchicalSampler, LengthBucketSampler, encode_refs
+from text2lora.data.samplers import ExampleRef, HierarchicalSampler, encode_refs
 from text2lora.data.splits import check_disjoint_sources, split_instances, split_tasks
 from text2lora.data.task import Instance, Task, TaskData
 from text2lora.data.testing import tiny_chat_tokenizer
@@ -90,41 +90,19 @@ def test_hierarchical_sampler_is_seeded_and_resumes_exactly():
     sizes = {"a": 5, "b": 3, "c": 10, "d": 0}
     descs = {"a": ["A1", "A2"], "b": ["B1"], "c": ["C1", "C2", "C3"]}
     sampler = HierarchicalSampler(sizes, descs, tasks_per_batch=2, examples_per_task=2, seed=3)
-    it = iter(sampler)
-    first = [next(it) for _ in range(5)]
+    first = [sampler.batch(i) for i in range(5)]
     for batch in first:
         tasks = [r.task for r in batch]
         assert len(batch) == 4 and len(set(tasks)) == 2 and "d" not in tasks
         assert all(tasks.count(t) == 2 for t in set(tasks))
         assert all(0 <= r.index < sizes[r.task] and r.description in descs[r.task] for r in batch)
-    state = sampler.state_dict()
-    later = [next(it) for _ in range(3)]
+    later = [sampler.batch(i) for i in range(5, 8)]
     resumed = HierarchicalSampler(sizes, descs, tasks_per_batch=2, examples_per_task=2, seed=3)
-    resumed.load_state_dict(state)
-    rit = iter(resumed)
-    assert [next(rit) for _ in range(3)] == later
-    again = iter(HierarchicalSampler(sizes, descs, tasks_per_batch=2, examples_per_task=2, seed=3))
-    assert [next(again) for _ in range(5)] == first
-
-
-def test_length_bucket_sampler_covers_each_epoch_and_resumes():
-    lengths = [(i * 37) % 101 for i in range(50)]
-    sampler = LengthBucketSampler(lengths, batch_size=4, pool_batches=3, seed=1)
-    epoch0 = list(sampler)
-    assert sorted(i for b in epoch0 for i in b) == list(range(50))
-    assert len(sampler) == len(epoch0) == 13
-    # within a pool, batches hold neighbours in length order
-    for b in epoch0:
-        assert [lengths[i] for i in b] == sorted(lengths[i] for i in b)
-    assert sampler.state_dict() == {"seed": 1, "epoch": 1, "position": 0}
-    it = iter(sampler)
-    head = [next(it) for _ in range(4)]
-    state = sampler.state_dict()
-    rest = list(it)
-    other = LengthBucketSampler(lengths, batch_size=4, pool_batches=3, seed=1)
-    other.load_state_dict(state)
-    assert list(other) == rest
-    assert head + rest != epoch0  # a new epoch is a new order
+    assert [resumed.batch(i) for i in range(5, 8)] == later  # a new process at step 5 continues the stream
+    again = HierarchicalSampler(sizes, descs, tasks_per_batch=2, examples_per_task=2, seed=3)
+    assert [again.batch(i) for i in range(5)] == first
+    other = HierarchicalSampler(sizes, descs, tasks_per_batch=2, examples_per_task=2, seed=4)
+    assert [other.batch(i) for i in range(5)] != first
 
 
 def test_encode_refs_attaches_task_and_description():

@@ -12,7 +12,7 @@ One concern per module:
 * :mod:`~text2lora.data.prepare`: ``prepare_library(PrepareConfig)``, the ``data prepare`` pipeline.
 * :mod:`~text2lora.data.describe`: ``describe_library(dir, DescribeConfig)``, descriptions by a local model.
 * :mod:`~text2lora.data.prompts`: chat-template prompts, ``encode_example`` with completion-only labels, ``collate``.
-* :mod:`~text2lora.data.samplers`: ``HierarchicalSampler``, ``LengthBucketSampler``, ``encode_refs``.
+* :mod:`~text2lora.data.samplers`: ``HierarchicalSampler``, ``encode_refs``.
 * :mod:`~text2lora.data.testing`: a tiny character-level chat tokenizer for tests.
 
 Typical use by training code::
@@ -21,7 +21,8 @@ Typical use by training code::
     train = {t.name: lib.instances(t.name, "train") for t in lib.seen()}
     sampler = HierarchicalSampler({k: len(v) for k, v in train.items()},
                                   {t.name: t.descriptions for t in lib.seen()}, tasks_per_batch=8, seed=0)
-    for refs in sampler:
+    for step in range(steps):
+        refs = sampler.batch(step)
         batch = collate(encode_refs(refs, train, tokenizer), tokenizer.pad_token_id)   # + batch["description"]
 
 Only the record types are imported here, so ``import text2lora.data`` stays light (no torch, no transformers).

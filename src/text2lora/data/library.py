@@ -137,9 +137,6 @@ class TaskLibrary:
     def __len__(self) -> int:
         return len(self.tasks)
 
-    def names(self) -> list[str]:
-        return [t.name for t in self.tasks]
-
     def task(self, name: str) -> Task:
         try:
             return self._by_name[name]

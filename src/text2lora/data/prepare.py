@@ -97,9 +97,6 @@ class PrepareReport:
     dropped: list[dict[str, str]]
     problems: list[str]
 
-    def counts(self, key: str) -> Counter:
-        return Counter(getattr(t, key) for t in self.tasks)
-
 
 class _Builder:
     """Collects fitted tasks and drop reasons while sources are loaded."""

@@ -34,10 +34,8 @@ class LoraRecipe:
     primary_metric = "val_loss"
 
     def __init__(self, cfg: LoraTrainConfig, tasks: list[str], *, library: TaskLibrary | None = None,
-                 model=None, tokenizer=None, full_logits: bool = False) -> None:
+                 model=None, tokenizer=None) -> None:
         self.cfg = cfg
-        self.full_logits = full_logits  # benchmarks only: the LM head over every position
-        self.group_overhead: float | None = None  # benchmarks only: inf keeps every batch whole (see losses.py)
         device = default_device()
         if model is None:
             model, tokenizer = load_base_model(cfg.base_model, dtype=model_dtype(cfg.loop.precision), device=device)
@@ -67,7 +65,7 @@ class LoraRecipe:
 
     def loss(self, model, batch: dict):
         batch = self._to_device(batch)
-        loss = grouped_completion_loss(model, batch, full_logits=self.full_logits, overhead=self.group_overhead).mean()
+        loss = grouped_completion_loss(model, batch).mean()
         return loss, {"tokens": float(batch["attention_mask"].sum())}
 
     def evaluate(self, model) -> dict[str, float]:

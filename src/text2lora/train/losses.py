@@ -30,12 +30,12 @@ def positions_to_keep(labels: torch.Tensor) -> int:
 
 
 def per_sample_completion_loss(
-    model, batch: dict, *, label_smoothing: float = 0.0, full_logits: bool = False
+    model, batch: dict, *, label_smoothing: float = 0.0
 ) -> torch.Tensor:
     """Mean token cross-entropy of each sample's completion: (B,)."""
     ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens only
-    keep = ids.shape[1] if full_logits else min(ids.shape[1], positions_to_keep(labels))
+    keep = min(ids.shape[1], positions_to_keep(labels))
     out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=keep, use_cache=False)
     logits = out.logits[:, :-1]  # (B, K-1, V): position t predicts token t+1
     target = labels[:, -(keep - 1):] if keep > 1 else labels[:, :0]  # (B, K-1)
@@ -47,8 +47,6 @@ def per_sample_completion_loss(
     return (ce * valid).sum(1) / valid.sum(1).clamp(min=1.0)
 
 
-def completion_loss(model, batch: dict, *, label_smoothing: float = 0.0, full_logits: bool = False) -> torch.Tensor:
-    return per_sample_completion_loss(model, batch, label_smoothing=label_smoothing, full_logits=full_logits).mean()
 
 
 #: The cost of one more pass, in padded positions: a training step of the bundled model on 2 CPU cores costs
@@ -90,7 +88,7 @@ def take_rows(batch: dict, rows: Sequence[int]) -> dict:
 
 def grouped_completion_loss(
     model, batch: dict, *, lora=None, lora_dropout: float = 0.0, label_smoothing: float = 0.0,
-    full_logits: bool = False, overhead: float | None = None,
+    overhead: float | None = None,
 ) -> torch.Tensor:
     """:func:`per_sample_completion_loss` (B,) computed group by group, each group at its own width.
 
@@ -112,8 +110,7 @@ def grouped_completion_loss(
             chosen = lora if lora.n == 1 else lora.select(torch.tensor(rows, device=ids.device))
             ctx = apply_lora(model, chosen, dropout=lora_dropout)
         with ctx:
-            parts.append(per_sample_completion_loss(model, sub, label_smoothing=label_smoothing,
-                                                    full_logits=full_logits))
+            parts.append(per_sample_completion_loss(model, sub, label_smoothing=label_smoothing))
     if len(parts) == 1:
         return parts[0]
     order = torch.tensor([r for rows in groups for r in rows], device=ids.device)

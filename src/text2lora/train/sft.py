@@ -31,10 +31,8 @@ class SFTRecipe:
     primary_metric = "val_instances"
 
     def __init__(self, cfg: SFTConfig, *, library: TaskLibrary | None = None, model=None, tokenizer=None,
-                 cache_dir: Path | None = None, full_logits: bool = False) -> None:
+                 cache_dir: Path | None = None) -> None:
         self.cfg = cfg
-        self.full_logits = full_logits  # benchmarks only: the LM head over every position
-        self.group_overhead: float | None = None  # benchmarks only: inf keeps every batch whole (see losses.py)
         device = default_device()
         if model is None:
             model, tokenizer = load_base_model(cfg.base_model, dtype=model_dtype(cfg.loop.precision), device=device)
@@ -77,8 +75,7 @@ class SFTRecipe:
         batch = self._to_device(batch)
         lora = self._lora(model, batch["emb"])
         ce = grouped_completion_loss(self.model, batch, lora=lora, lora_dropout=self.cfg.hypernet.lora.dropout,
-                                     label_smoothing=self.cfg.label_smoothing, full_logits=self.full_logits,
-                                     overhead=self.group_overhead).mean()
+                                     label_smoothing=self.cfg.label_smoothing).mean()
         l2 = sum(a.float().pow(2).mean() + b.float().pow(2).mean() for a, b in lora.factors.values())
         return ce + self.cfg.l2 * l2, {"ce": ce.item(), "l2": float(l2.detach()), "tokens": float(batch["attention_mask"].sum())}
 

@@ -175,3 +175,39 @@ def test_real_entry_point_has_no_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "text2lora: error: the description is empty"
+
+
+def _command_defaults(*path: str) -> dict:
+    import typer.main
+
+    from text2lora.cli import _register, app
+
+    _register()
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]
+    return {p.name: p.default for p in command.params}
+
+
+@pytest.mark.parametrize("path, config, renamed", [
+    (("eval",), "text2lora.eval.config:EvalSettings", {}),
+    (("serve",), "text2lora.serve.limits:ServeLimits", {"cache_adapters": "cache_max_adapters"}),
+    (("data", "prepare"), "text2lora.data.fit:Budget", {}),
+    (("data", "prepare"), "text2lora.data.prepare:PrepareConfig", {}),
+    (("data", "describe"), "text2lora.data.describe:DescribeConfig", {}),
+])
+def test_cli_defaults_are_the_configs_defaults(path, config, renamed):
+    import dataclasses
+    import importlib
+
+    module, _, name = config.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    defaults = _command_defaults(*path)
+    shared = [(option, renamed.get(option, option)) for option in defaults if renamed.get(option, option) in fields]
+    assert len(shared) >= 2, f"{path} shares no options with {name}"
+    instance = cls(sources=["ni1"]) if name == "PrepareConfig" else cls()
+    for option, field in shared:
+        if option in ("sources", "out", "extra", "threads"):
+            continue  # given as text / optional on the command line, checked by their own tests
+        assert defaults[option] == getattr(instance, field), f"{' '.join(path)} --{option}"

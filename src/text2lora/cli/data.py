@@ -10,12 +10,14 @@ from typing import Optional
 import typer
 
 from text2lora.data.describe import DescribeConfig
+from text2lora.data.fit import Budget
 from text2lora.data.prepare import PrepareConfig
 
 app = typer.Typer(help="Build and inspect the task library.", no_args_is_help=True)
 
 _DESCRIBE = DescribeConfig()
 _PREPARE = PrepareConfig(sources=["ni1"])  # only its defaults are read
+_BUDGET = Budget()
 LibraryOpt = typer.Option(None, "--library", "-l", help="Library directory (default $TEXT2LORA_HOME/library).")
 
 
@@ -30,21 +32,22 @@ def prepare(
                                                                 "user JSONL); repeatable."),
     format: str = typer.Option("auto", "--format", help="Format of --extra paths: auto, bigbench, ni1, sni, jsonl."),
     description: Optional[str] = typer.Option(None, "--description", help="Description for JSONL files without a header."),
-    tokenizer: str = typer.Option("bundled:smollm2-135m-instruct", help="Tokenizer the budget is counted in."),
-    seed: int = typer.Option(0, help="Seed of every sample and split."),
+    tokenizer: str = typer.Option(_PREPARE.tokenizer, help="Tokenizer the budget is counted in."),
+    seed: int = typer.Option(_PREPARE.seed, help="Seed of every sample and split."),
     unseen_fraction: float = typer.Option(_PREPARE.unseen_fraction, help="Share of tasks held out as unseen (whole "
                                           "source families), for every source but the evals registry."),
     evals_unseen_fraction: float = typer.Option(_PREPARE.evals_unseen_fraction,
                                                 help="Share of the evals registry's tasks held out as unseen."),
-    max_prompt_tokens: int = typer.Option(256, help="Max user-turn tokens; longer inputs are cut or dropped."),
-    max_output_tokens: int = typer.Option(48, help="Max generation target tokens; longer instances are dropped."),
-    min_instances: int = typer.Option(30, help="Drop tasks with fewer usable instances."),
-    max_instances: int = typer.Option(400, help="Instances kept per task."),
-    max_tasks_per_source: int = typer.Option(12, help="Tasks kept per source family."),
+    max_prompt_tokens: int = typer.Option(_BUDGET.max_prompt_tokens,
+                                          help="Max user-turn tokens; longer inputs are cut or dropped."),
+    max_output_tokens: int = typer.Option(_BUDGET.max_output_tokens,
+                                          help="Max generation target tokens; longer instances are dropped."),
+    min_instances: int = typer.Option(_BUDGET.min_instances, help="Drop tasks with fewer usable instances."),
+    max_instances: int = typer.Option(_BUDGET.max_instances, help="Instances kept per task."),
+    max_tasks_per_source: int = typer.Option(_BUDGET.max_tasks_per_source, help="Tasks kept per source family."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Fetch the pinned task sources (bigbench sdist, evals wheel; never installed) and build the task library."""
-    from text2lora.data.fit import Budget
     from text2lora.data.prepare import PrepareConfig, prepare_library
 
     budget = Budget(max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens,

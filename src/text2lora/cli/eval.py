@@ -7,6 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from text2lora.eval.config import EvalSettings
+
+_SETTINGS = EvalSettings()  # every setting's default comes from here
+
 METHOD_HELP = ("Method to score (repeatable or comma-separated): base, desc-prompt, icl3, multitask-lora, task-lora, "
                "t2l-recon, t2l-sft, t2l (default or --t2l-checkpoint), peft:<dir>, t2l:<dir>.")
 
@@ -25,13 +29,13 @@ def eval_(
     t2l_sft: Annotated[Optional[Path], typer.Option("--t2l-sft", help="T2L-SFT checkpoint (e.g. runs/sft/best).")] = None,
     t2l_recon: Annotated[Optional[Path], typer.Option("--t2l-recon", help="T2L-recon checkpoint (e.g. runs/recon/best).")] = None,
     t2l_checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint for the method t2l (default: the shipped one).")] = None,
-    base_model: Annotated[str, typer.Option(help="Base model every method runs on.")] = "bundled:smollm2-135m-instruct",
-    max_instances: Annotated[int, typer.Option(help="Test instances per task.")] = 20,
-    max_new_tokens: Annotated[int, typer.Option(help="Generation tasks: greedy decoding stops here or at end of turn.")] = 32,
-    max_prompt_tokens: Annotated[int, typer.Option(help="Prompt budget in tokens (icl3: --icl-max-prompt-tokens).")] = 256,
-    icl_max_prompt_tokens: Annotated[int, typer.Option(help="Prompt budget of icl3 (shots are dropped to fit).")] = 768,
-    descriptions_per_group: Annotated[int, typer.Option(help="T2L: descriptions per group and task, scores averaged.")] = 1,
-    seed: Annotated[int, typer.Option(help="Seed for ICL shots, other-task descriptions and random strings.")] = 0,
+    base_model: Annotated[str, typer.Option(help="Base model every method runs on.")] = _SETTINGS.base_model,
+    max_instances: Annotated[int, typer.Option(help="Test instances per task.")] = _SETTINGS.max_instances,
+    max_new_tokens: Annotated[int, typer.Option(help="Generation tasks: greedy decoding stops here or at end of turn.")] = _SETTINGS.max_new_tokens,
+    max_prompt_tokens: Annotated[int, typer.Option(help="Prompt budget in tokens (icl3: --icl-max-prompt-tokens).")] = _SETTINGS.max_prompt_tokens,
+    icl_max_prompt_tokens: Annotated[int, typer.Option(help="Prompt budget of icl3 (shots are dropped to fit).")] = _SETTINGS.icl_max_prompt_tokens,
+    descriptions_per_group: Annotated[int, typer.Option(help="T2L: descriptions per group and task, scores averaged.")] = _SETTINGS.descriptions_per_group,
+    seed: Annotated[int, typer.Option(help="Seed for ICL shots, other-task descriptions and random strings.")] = _SETTINGS.seed,
     batch_size: Annotated[int, typer.Option(help="Prompts per forward pass (multiple choice: each with all its options).")] = 16,
     report: Annotated[Optional[Path], typer.Option("--report", "-r", help="Write results.json, results.md and results.png here.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Score cache (default $TEXT2LORA_HOME/eval-cache).")] = None,
@@ -60,7 +64,7 @@ def eval_(
         progress=not quiet, threads=threads,
     )
     result = evaluate(config)
-    typer.echo("averages (ROUGE-L / accuracy x100):")
+    typer.echo("averages (headline score x100: strict exact match, ROUGE-L for long answers, accuracy):")
     for line in summary_lines(result):
         typer.echo(line)
     if report is not None:

@@ -7,17 +7,21 @@ from typing import Annotated, Optional
 
 import typer
 
+from text2lora.serve.limits import ServeLimits
+
+_LIMITS = ServeLimits()  # every limit's default comes from here
+
 
 def serve(
     checkpoint: Annotated[Optional[Path], typer.Option(help="Hypernetwork checkpoint directory (default: the shipped one).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     adapter_store: Annotated[Optional[Path], typer.Option(help="Also keep generated adapters in this directory (survives restarts).")] = None,
-    max_batch: Annotated[int, typer.Option(help="Sequences decoded together in one step.")] = 16,
-    max_concurrent: Annotated[int, typer.Option(help="Requests served at once; more get HTTP 429.")] = 64,
-    max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 512,
-    max_prompt_tokens: Annotated[int, typer.Option(help="Longest prompt, in tokens.")] = 1024,
-    cache_adapters: Annotated[int, typer.Option(help="Adapters kept in memory (LRU).")] = 1024,
+    max_batch: Annotated[int, typer.Option(help="Sequences decoded together in one step.")] = _LIMITS.max_batch,
+    max_concurrent: Annotated[int, typer.Option(help="Requests served at once; more get HTTP 429.")] = _LIMITS.max_concurrent,
+    max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = _LIMITS.max_tokens,
+    max_prompt_tokens: Annotated[int, typer.Option(help="Longest prompt, in tokens.")] = _LIMITS.max_prompt_tokens,
+    cache_adapters: Annotated[int, typer.Option(help="Adapters kept in memory (LRU).")] = _LIMITS.cache_max_adapters,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's choice).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:

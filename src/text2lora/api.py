@@ -85,11 +85,8 @@ class T2L:
         if base_model == self.meta.base_model:
             return
         other = discover_targets(resolve_model(base_model), self.layout.names)
-        if not other.compatible_with(self.layout):
-            raise Text2LoraError(
-                f"this checkpoint was made for {self.meta.base_model} ({self.layout.n_layers} layers, "
-                f"{_shapes(self.layout)}), not for {base_model} ({other.n_layers} layers, {_shapes(other)})"
-            )
+        self.layout.require_fits(other, what="this checkpoint", made_for=self.meta.base_model,
+                                 model=f"the base model {base_model}")
 
     def peft_base_name(self) -> str:
         """``base_model_name_or_path`` for exported adapters: something PEFT can load here."""
@@ -111,10 +108,6 @@ class T2L:
             )
             for i, (d, out) in enumerate(zip(descriptions, out_dirs))
         ]
-
-
-def _shapes(layout: TargetLayout) -> str:
-    return ", ".join(f"{n} {i}->{o}" for n, (i, o) in layout.shapes.items())
 
 
 def init_checkpoint(

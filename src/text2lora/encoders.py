@@ -17,6 +17,7 @@ from typing import Protocol
 import torch
 
 from text2lora.errors import Text2LoraError
+from text2lora.models.bundled import BUNDLED_ENCODER
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class EncoderSpec:
     """What a checkpoint needs to rebuild its encoder."""
 
     kind: str = "sentence-transformers"
-    name: str = "bundled:all-minilm-l6-v2"  #: model id/dir (one-hot: unused)
+    name: str = BUNDLED_ENCODER  #: model id/dir (one-hot: unused)
     dim: int = 384
     tasks: list[str] = field(default_factory=list)  #: one-hot only: the known task names, in id order
 

@@ -10,6 +10,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from text2lora.config import LoraConfig
+from text2lora.models.bundled import BUNDLED_BASE, BUNDLED_ENCODER
+from text2lora.models.targets import DEFAULT_TARGETS
+
+_LORA = LoraConfig()
+
 from text2lora.errors import Text2LoraError
 
 VARIANT_HELP = "Hypernetwork size: L (A and B from one head), M (one head shared by A and B), S (one rank row at a time)."
@@ -31,12 +37,12 @@ def _variant(value: str) -> str:
 
 def init(
     out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint directory to write.")],
-    base_model: Annotated[str, typer.Option(help="Base model: 'bundled:smollm2-135m-instruct', a hub id or a local folder.")] = "bundled:smollm2-135m-instruct",
+    base_model: Annotated[str, typer.Option(help=f"Base model: '{BUNDLED_BASE}', a hub id or a local folder.")] = BUNDLED_BASE,
     variant: Annotated[str, typer.Option(help=VARIANT_HELP)] = "L",
-    targets: Annotated[str, typer.Option(help="Comma-separated Linear modules to adapt in every decoder layer.")] = "q_proj,v_proj",
-    encoder: Annotated[str, typer.Option(help="sentence-transformers encoder for descriptions (bundled name, hub id or folder).")] = "bundled:all-minilm-l6-v2",
-    rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 8,
-    alpha: Annotated[float, typer.Option(help="LoRA alpha (scaled by alpha/sqrt(r): rsLoRA).")] = 16.0,
+    targets: Annotated[str, typer.Option(help="Comma-separated Linear modules to adapt in every decoder layer.")] = ",".join(DEFAULT_TARGETS),
+    encoder: Annotated[str, typer.Option(help="sentence-transformers encoder for descriptions (bundled name, hub id or folder).")] = BUNDLED_ENCODER,
+    rank: Annotated[int, typer.Option(help="LoRA rank r.")] = _LORA.rank,
+    alpha: Annotated[float, typer.Option(help="LoRA alpha (scaled by alpha/sqrt(r): rsLoRA).")] = _LORA.alpha,
     seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
 ) -> None:
     """Write a freshly initialised hypernetwork for a base model (its adapters leave the model unchanged until trained)."""
@@ -128,9 +134,8 @@ def size(
     if as_json:
         print(json.dumps({"variant": config.variant, "params": params, "bytes_fp32": params * 4}))
         return
-    shapes = ", ".join(f"{n} {i}->{o}" for n, (i, o) in layout.shapes.items())
     print(f"variant {config.variant}: {params:,} parameters ({params / 1e6:.1f}M), {params * 4 / 2**20:.1f} MiB in fp32")
-    print(f"targets: {layout.model_type}, {layout.n_layers} layers, {shapes}, rank {rank}")
+    print(f"targets: {layout.model_type}, {layout.summary()}, rank {rank}")
 
 
 def register(app: typer.Typer) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from text2lora.data.fit import rng_for
 from text2lora.data.library import TaskLibrary, description_record, descriptions_file, refresh_descriptions
 from text2lora.data.task import Instance, Task
+from text2lora.models.bundled import BUNDLED_BASE
 from text2lora.paths import write_json
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ STYLES = (
 class DescribeConfig:
     """Settings of one description run (the cache records them; a change re-describes)."""
 
-    model: str = "bundled:smollm2-135m-instruct"
+    model: str = BUNDLED_BASE
     """Instruct model: a bundled name, a Hugging Face id or a local directory."""
     k: int = 9
     """Training descriptions per task, the task's own included (the shipped ones: 8 written + the task's own)."""
@@ -230,7 +231,7 @@ def describe_task(task: Task, library: TaskLibrary, model, tokenizer, config: De
     train = library.instances(task.name, "train") or library.instances(task.name)
     examples = rng.sample(train, min(config.examples, len(train)))
     leaks = leak_strings(library.instances(task.name), library.instances(task.name, "test"))
-    own = task.descriptions[0] if task.descriptions else task.definition
+    own = task.description
     want = config.k - 1 + config.k_eval
     accepted: list[str] = []
     rejected: Counter = Counter()

@@ -95,7 +95,7 @@ def apply_descriptions(root: Path, task: Task) -> Task:
     record = description_record(root, task)
     if record is None:
         return task
-    own = task.descriptions[0] if task.descriptions else task.definition
+    own = task.description
     train = [d for d in record.get("descriptions", []) if d != own]
     task.descriptions = [own, *train]
     task.eval_descriptions = list(record.get("eval_descriptions", []))

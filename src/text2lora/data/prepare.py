@@ -39,6 +39,7 @@ from text2lora.data.language import guess_language
 from text2lora.data.splits import check_disjoint_sources, split_instances, split_tasks
 from text2lora.data.task import Task, TaskData
 from text2lora.errors import Text2LoraError
+from text2lora.models.bundled import BUNDLED_BASE
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class PrepareConfig:
     """Format of the ``extra`` paths (``auto`` detects it per file)."""
     description: str | None = None
     """Description for user JSONL files without a header line."""
-    tokenizer: str = "bundled:smollm2-135m-instruct"
+    tokenizer: str = BUNDLED_BASE
     """Tokenizer that token budgets are measured in (the base model's)."""
     budget: Budget = field(default_factory=Budget)
     seed: int = 0

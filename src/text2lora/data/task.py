@@ -127,6 +127,11 @@ class Task:
         """The task's own description (falls back to the definition)."""
         return self.descriptions[0] if self.descriptions else self.definition
 
+    @property
+    def training_descriptions(self) -> list[str]:
+        """Every description a model may train on (falls back to the definition alone)."""
+        return list(self.descriptions) or [self.definition]
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -56,7 +56,7 @@ class DescriptionGroups:
 
     def pick(self, group: str, task: Task) -> list[str]:
         if group == "train":
-            return (task.descriptions or [task.definition])[: self.n]
+            return task.training_descriptions[: self.n]
         if group == "heldout":
             return task.eval_descriptions[: self.n]
         rng = random.Random(f"{self.seed}/{group}/{task.name}")
@@ -215,13 +215,11 @@ def load_t2l_for(checkpoint: Path, model):
         ours = discover_targets(model.config, t2l.layout.names)
     except Text2LoraError as e:
         ours, reason = None, str(e)
-    if ours is None or not ours.compatible_with(t2l.layout):
-        shapes = ", ".join(f"{n} {i}->{o}" for n, (i, o) in t2l.layout.shapes.items())
-        detail = reason if ours is None else ", ".join(f"{n} {i}->{o}" for n, (i, o) in ours.shapes.items())
-        raise Text2LoraError(
-            f"the checkpoint {checkpoint} was made for {t2l.meta.base_model} ({t2l.layout.n_layers} layers, {shapes}); "
-            f"this base model differs ({detail})"
-        )
+    if ours is None:
+        raise Text2LoraError(f"the checkpoint {checkpoint} was made for {t2l.meta.base_model} "
+                             f"({t2l.layout.summary()}); this base model differs ({reason})")
+    t2l.layout.require_fits(ours, what=f"the checkpoint {checkpoint}", made_for=t2l.meta.base_model,
+                            model="this base model")
     return t2l
 
 

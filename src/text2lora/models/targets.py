@@ -76,6 +76,16 @@ class TargetLayout:
     def compatible_with(self, other: TargetLayout) -> bool:
         return self.n_layers == other.n_layers and self.shapes == other.shapes
 
+    def summary(self) -> str:
+        """``"30 layers, q_proj 576->576, v_proj 576->192"``: how messages name a layout."""
+        return f"{self.n_layers} layers, " + ", ".join(f"{n} {i}->{o}" for n, (i, o) in self.shapes.items())
+
+    def require_fits(self, model_layout: TargetLayout, *, what: str, made_for: str, model: str) -> None:
+        """Raise unless adapters for this layout (``what``, made for ``made_for``) fit ``model_layout``."""
+        if not self.compatible_with(model_layout):
+            raise Text2LoraError(f"{what} was made for {made_for} ({self.summary()}); "
+                                 f"{model} differs ({model_layout.summary()})")
+
 
 def load_model_config(source: Any):
     """A transformers config from a config object, a dict, a ``config.json`` path, a folder or a hub id."""

@@ -15,6 +15,7 @@ from text2lora.config import HyperNetConfig, from_dict
 from text2lora.encoders import EncoderSpec
 from text2lora.errors import Text2LoraError
 from text2lora.models.bundled import BUNDLED_BASE, BUNDLED_ENCODER
+from text2lora.models.targets import DEFAULT_TARGETS
 
 PRECISIONS = ("no", "bf16", "fp16")
 
@@ -81,7 +82,7 @@ class HypernetRecipeConfig:
     description encoder and the tasks."""
 
     base_model: str = BUNDLED_BASE
-    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     hypernet: HyperNetConfig = field(default_factory=HyperNetConfig)
     encoder: EncoderSpec = field(default_factory=lambda: EncoderSpec(name=BUNDLED_ENCODER))
     data: DataConfig = field(default_factory=DataConfig)
@@ -102,7 +103,7 @@ class LoraTrainConfig:
     """A PEFT LoRA baseline: per task (oracle) or one on all training tasks (multi-task)."""
 
     base_model: str = BUNDLED_BASE
-    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.05

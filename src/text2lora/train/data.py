@@ -46,7 +46,7 @@ class TrainData:
         self.tasks = tasks if tasks is not None else select_tasks(library, data)
         self.train = {t.name: library.instances(t.name, "train") for t in self.tasks}
         self.val = {t.name: library.instances(t.name, "validation")[: data.val_instances_per_task] for t in self.tasks}
-        descriptions = {t.name: list(t.descriptions or [t.definition]) for t in self.tasks} if use_descriptions else None
+        descriptions = {t.name: t.training_descriptions for t in self.tasks} if use_descriptions else None
         self.sampler = HierarchicalSampler(
             {k: len(v) for k, v in self.train.items()}, descriptions,
             tasks_per_batch=data.tasks_per_batch, examples_per_task=data.examples_per_task, seed=seed,
@@ -73,7 +73,7 @@ class TrainData:
         if self.cfg.val_tasks is not None:
             names = names[: self.cfg.val_tasks]
         by_name = {t.name: t for t in self.tasks}
-        instances = [ExampleRef(n, i, rng.choice(by_name[n].descriptions or [by_name[n].definition]) if self.use_descriptions else None)
+        instances = [ExampleRef(n, i, rng.choice(by_name[n].training_descriptions) if self.use_descriptions else None)
                      for n in names for i in range(len(self.val[n]))]
         sets = [ValSet("val_instances" if self.use_descriptions else "val_loss", instances)]
         if self.use_descriptions:
@@ -90,6 +90,6 @@ class TrainData:
     def all_descriptions(self) -> list[str]:
         out: list[str] = []
         for t in self.tasks:
-            out.extend(t.descriptions or [t.definition])
+            out.extend(t.training_descriptions)
             out.extend(t.eval_descriptions)
         return sorted(set(out))

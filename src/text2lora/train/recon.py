@@ -53,7 +53,7 @@ class ReconRecipe:
         if ranks != {cfg.hypernet.lora.rank}:
             raise Text2LoraError(f"the LoRA library has rank {sorted(ranks)}; the hypernetwork emits rank {cfg.hypernet.lora.rank}")
         encoder = build_encoder(cfg.encoder)
-        texts = [d for t in self.task_info.values() for d in (t.descriptions or [t.definition]) + t.eval_descriptions]
+        texts = [d for t in self.task_info.values() for d in t.training_descriptions + t.eval_descriptions]
         self.embeddings = EmbeddingTable.build(encoder, texts, cache_dir)
         self.meta = CheckpointMeta(hypernet=cfg.hypernet, base_model=cfg.base_model, layout=layout, encoder=encoder.spec,
                                    trained=True, info={"recipe": "recon", "tasks": self.tasks, "loss": cfg.loss})
@@ -75,7 +75,7 @@ class ReconRecipe:
         rng = random.Random(f"{self.cfg.loop.seed}/{step * world + rank}")
         n = min(self.cfg.data.tasks_per_batch, len(self.tasks))
         tasks = rng.sample(self.tasks, n)
-        descs = [rng.choice(self.task_info[t].descriptions or [self.task_info[t].definition]) for t in tasks]
+        descs = [rng.choice(self.task_info[t].training_descriptions) for t in tasks]
         return {"tasks": tasks, "emb": self.embeddings.lookup(descs)}
 
     def _library_factors(self, module: str, tasks: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +116,7 @@ class ReconRecipe:
             tasks, descs = [], []
             for t in self.tasks:
                 info = self.task_info[t]
-                options = info.eval_descriptions if pick == "eval" else (info.descriptions or [info.definition])
+                options = info.eval_descriptions if pick == "eval" else info.training_descriptions
                 if options:
                     tasks.append(t)
                     descs.append(options[0])

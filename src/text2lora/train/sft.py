@@ -47,10 +47,8 @@ class SFTRecipe:
                                    info={"recipe": "sft", "tasks": [t.name for t in self.data.tasks]})
         if cfg.init_checkpoint:
             self.hypernet, meta = load_checkpoint(cfg.init_checkpoint)
-            if not meta.layout.compatible_with(layout):
-                from text2lora.errors import Text2LoraError
-
-                raise Text2LoraError(f"init_checkpoint {cfg.init_checkpoint} was made for another base model")
+            meta.layout.require_fits(layout, what=f"init_checkpoint {cfg.init_checkpoint}", made_for=meta.base_model,
+                                     model=f"the base model {cfg.base_model}")
         else:
             self.hypernet = build_from_meta(self.meta, seed=cfg.loop.seed)
         self.hypernet.to(device)

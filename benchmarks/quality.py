@@ -224,7 +224,7 @@ def build_stages(args, scale: Scale, work: Path) -> list[Stage]:
         "loop.save_every": max(50, scale.recon_steps // 5), "loop.seed": args.seed})
     stages.append(Stage(
         "t2l-recon", f"T2L-recon on the {len(chosen['lora_tasks'])}-task LoRA library, {scale.recon_steps} steps",
-        cli + ["train", "recon", "--library", str(lora_lib), "--config", str(cfg_path), "--out", str(recon_dir)],
+        cli + ["train", "recon", "--lora-library", str(lora_lib), "--config", str(cfg_path), "--out", str(recon_dir)],
         {"config": cfg, "adapters": adapters},
         done=(recon_dir / "best" / "t2l_config.json").is_file, clean=[recon_dir],
         resume_args=["--resume"], can_resume=lambda: _has_checkpoints(recon_dir)))

@@ -21,7 +21,7 @@ from text2lora.models.base import load_base_model
 from text2lora.models.bundled import BUNDLED_BASE
 from text2lora.train import losses
 from text2lora.train.config import build_config
-from text2lora.train.lora import LoraRecipe
+from text2lora.train.baselines import LoraRecipe
 from text2lora.train.sft import SFTRecipe
 
 

@@ -16,19 +16,6 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a c
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")]
 
 
-def _run_config(cfg, library_root, **extra) -> dict:
-    """The resolved config plus a fingerprint of the task library's index: resuming on changed data (new
-    descriptions, another split) is then refused like a changed config."""
-    import hashlib
-
-    from text2lora.data.library import INDEX, default_library_dir
-    from text2lora.train.config import config_to_dict
-
-    index = Path(library_root or default_library_dir()) / INDEX
-    digest = hashlib.sha256(index.read_bytes()).hexdigest()[:16] if index.is_file() else None
-    return {**config_to_dict(cfg), "library_index_sha256": digest, **extra}
-
-
 def _check_run_dir(out: Path, resume: bool, run_config: dict) -> None:
     """Fail on an unusable --out or a mismatched --resume before any model loads."""
     from text2lora.train.loop import check_out_dir, check_resume_config
@@ -66,14 +53,14 @@ def sft(
     The trained hypernetwork is written to OUT/best (lowest validation loss) and OUT/final.
     """
     from text2lora.train.config import load_config
-    from text2lora.train.loop import train
+    from text2lora.train.loop import run_config, train
     from text2lora.train.sft import SFTRecipe
 
     cfg = load_config("sft", config, _overrides(set_))
-    run_config = _run_config(cfg, cfg.data.library)
-    _check_run_dir(out, resume, run_config)
+    resolved = run_config(cfg, cfg.data.library)
+    _check_run_dir(out, resume, resolved)
     recipe = SFTRecipe(cfg, cache_dir=out / "cache")
-    result = train(recipe, cfg.loop, out, run_config, resume=resume)
+    result = train(recipe, cfg.loop, out, resolved, resume=resume)
     print(f"done: {result.steps} steps; best {recipe.primary_metric} {result.best} at step {result.best_step}; "
           f"checkpoint {out / 'best'}")
 
@@ -91,36 +78,18 @@ def lora(
 
     Example: text2lora train lora --task ni_task001 --task ni_task002 --out runs/lora-library
     """
+    from text2lora.train.baselines import train_baselines
     from text2lora.train.config import load_config
-    from text2lora.train.data import select_tasks
-    from text2lora.train.lora import MULTITASK, LoraRecipe, install_adapter
-    from text2lora.train.loop import train
-    from text2lora.data.library import TaskLibrary
-    from text2lora.models.base import default_device, load_base_model
-    from text2lora.train.sft import model_dtype
 
     if bool(task) == multitask:
         raise Text2LoraError("give --task NAME (one or more) or --multitask")
     cfg = load_config("lora", config, _overrides(set_))
-    library = TaskLibrary.load(cfg.data.library)
-    jobs = [(t, [t]) for t in task] if task else [(MULTITASK, [t.name for t in select_tasks(library, cfg.data)])]
-    for name, tasks in jobs:
-        for t in tasks:
-            library.task(t)  # unknown names fail before any training
-    for name, tasks in jobs:
-        model, tokenizer = load_base_model(cfg.base_model, dtype=model_dtype(cfg.loop.precision),
-                                           device=default_device())
-        recipe = LoraRecipe(cfg, tasks, library=library, model=model, tokenizer=tokenizer)
-        run_dir = out / ".runs" / name
-        config_dict = _run_config(cfg, cfg.data.library, tasks=tasks)
-        result = train(recipe, cfg.loop, run_dir, config_dict, resume=resume and run_dir.exists())
-        path = install_adapter(run_dir, out, name)
-        print(f"{name}: {result.steps} steps, best val_loss {result.best} at step {result.best_step} -> {path}")
+    train_baselines(cfg, out, tasks=list(task) if task else None, resume=resume)
 
 
 @app.command()
 def recon(
-    library: Annotated[Path, typer.Option("--library", "-l", help="LoRA library directory (from `train lora`).")],
+    lora_library: Annotated[Path, typer.Option("--lora-library", help="LoRA library directory (from `train lora`).")],
     config: ConfigOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")] = Path("runs/recon"),
     resume: ResumeOpt = False,
@@ -128,13 +97,13 @@ def recon(
 ) -> None:
     """Train the hypernetwork to reproduce a library of per-task LoRAs from their tasks' descriptions (T2L-recon)."""
     from text2lora.train.config import load_config
-    from text2lora.train.loop import train
+    from text2lora.train.loop import run_config, train
     from text2lora.train.recon import ReconRecipe
 
     cfg = load_config("recon", config, _overrides(set_))
-    run_config = _run_config(cfg, cfg.data.library, lora_library=str(library))
-    _check_run_dir(out, resume, run_config)
-    recipe = ReconRecipe(cfg, library, cache_dir=out / "cache")
-    result = train(recipe, cfg.loop, out, run_config, resume=resume)
+    resolved = run_config(cfg, cfg.data.library, lora_library=str(lora_library))
+    _check_run_dir(out, resume, resolved)
+    recipe = ReconRecipe(cfg, lora_library, cache_dir=out / "cache")
+    result = train(recipe, cfg.loop, out, resolved, resume=resume)
     print(f"done: {result.steps} steps; best {recipe.primary_metric} {result.best} at step {result.best_step}; "
           f"checkpoint {out / 'best'}")

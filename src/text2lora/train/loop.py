@@ -89,6 +89,18 @@ def config_fingerprint(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(_fingerprinted(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def run_config(cfg, library_root, **extra) -> dict[str, Any]:
+    """The resolved config plus a fingerprint of the task library's index: resuming on changed data (new
+    descriptions, another split) is then refused like a changed config."""
+    from text2lora.data.library import INDEX, default_library_dir
+    from text2lora.paths import sha256_file
+    from text2lora.train.config import config_to_dict
+
+    index = Path(library_root or default_library_dir()) / INDEX
+    digest = sha256_file(index)[:16] if index.is_file() else None
+    return {**config_to_dict(cfg), "library_index_sha256": digest, **extra}
+
+
 def check_resume_config(out_dir: Path, config: dict[str, Any]) -> Path:
     """The checkpoint to resume from, after checking it was made with this config (and data)."""
     from text2lora.paths import read_json

@@ -14,9 +14,9 @@ W=runs/bench-quality-small-timed
 OUT=runs/recon-6000
 echo "recon start $(date -u +%FT%TZ)"
 if [ -f $OUT/summary.json ]; then :; elif [ -d $OUT ]; then
-  text2lora train recon --library $W/lora-library --config docs/quality/small-timed/recon-6000/config.yaml --out $OUT --resume
+  text2lora train recon --lora-library $W/lora-library --config docs/quality/small-timed/recon-6000/config.yaml --out $OUT --resume
 else
-  text2lora train recon --library $W/lora-library --config docs/quality/small-timed/recon-6000/config.yaml --out $OUT
+  text2lora train recon --lora-library $W/lora-library --config docs/quality/small-timed/recon-6000/config.yaml --out $OUT
 fi
 echo "recon done $(date -u +%FT%TZ)"
 S=$(python -c "import json; print(','.join(json.load(open('docs/quality/small/tasks.json'))['seen_eval']))")

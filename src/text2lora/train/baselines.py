@@ -89,3 +89,28 @@ def install_adapter(run_dir: Path, library_dir: Path, name: str) -> Path:
             if f.is_file():
                 shutil.copy2(f, tmp / f.name)
     return target
+
+
+def train_baselines(cfg: LoraTrainConfig, out: Path, *, tasks: list[str] | None = None, resume: bool = False,
+                    echo=print) -> list[Path]:
+    """Train one LoRA per task of ``tasks``, or (``tasks`` None) one multi-task LoRA on the config's training
+    tasks, each in ``<out>/.runs/<name>`` (resumable), and install each into the LoRA library ``out``."""
+    from text2lora.train.data import select_tasks
+    from text2lora.train.loop import run_config, train
+
+    library = TaskLibrary.load(cfg.data.library)
+    jobs = [(t, [t]) for t in tasks] if tasks else [(MULTITASK, [t.name for t in select_tasks(library, cfg.data)])]
+    for _, names in jobs:
+        for name in names:
+            library.task(name)  # unknown names fail before any training
+    paths = []
+    for name, names in jobs:
+        model, tokenizer = load_base_model(cfg.base_model, dtype=model_dtype(cfg.loop.precision),
+                                           device=default_device())
+        recipe = LoraRecipe(cfg, names, library=library, model=model, tokenizer=tokenizer)
+        run_dir = out / ".runs" / name
+        result = train(recipe, cfg.loop, run_dir, run_config(cfg, cfg.data.library, tasks=names),
+                       resume=resume and run_dir.exists())
+        paths.append(install_adapter(run_dir, out, name))
+        echo(f"{name}: {result.steps} steps, best val_loss {result.best} at step {result.best_step} -> {paths[-1]}")
+    return paths

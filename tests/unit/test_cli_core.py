@@ -211,3 +211,12 @@ def test_cli_defaults_are_the_configs_defaults(path, config, renamed):
         if option in ("sources", "out", "extra", "threads"):
             continue  # given as text / optional on the command line, checked by their own tests
         assert defaults[option] == getattr(instance, field), f"{' '.join(path)} --{option}"
+
+
+def test_library_errors_name_settings_and_the_cli_spells_them_as_flags():
+    from text2lora.errors import Text2LoraError, cli_flag
+
+    e = Text2LoraError("t2l-sft needs {t2l_sft} CHECKPOINT; {lora_library} too")
+    assert str(e) == "t2l-sft needs t2l_sft CHECKPOINT; lora_library too"  # the API's spelling: config fields
+    assert e.render(cli_flag) == "t2l-sft needs --t2l-sft CHECKPOINT; --lora-library too"
+    assert str(Text2LoraError('a {"input": 1} stays')) == 'a {"input": 1} stays'

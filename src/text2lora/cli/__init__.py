@@ -13,7 +13,7 @@ import click
 import typer
 from typer._click import ClickException as _TyperClickException  # typer 0.29 vendors its own click
 
-from text2lora.errors import Text2LoraError
+from text2lora.errors import Text2LoraError, cli_flag
 
 app = typer.Typer(
     name="text2lora",
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = command.main(args=argv, prog_name="text2lora", standalone_mode=False)
     except Text2LoraError as e:
-        print(f"text2lora: error: {e}", file=sys.stderr)
+        print(f"text2lora: error: {e.render(cli_flag)}", file=sys.stderr)
         return 2
     except (click.exceptions.Abort, typer.Abort):
         print("text2lora: aborted", file=sys.stderr)

@@ -70,7 +70,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if not self.methods:
-            raise Text2LoraError("no methods to evaluate: give --method (e.g. base, t2l-sft, peft:DIR)")
+            raise Text2LoraError("no methods to evaluate: give {method} (e.g. base, t2l-sft, peft:DIR)")
         for m in self.methods:
             check_method_name(m)
         self.groups = tuple(self.groups)
@@ -82,18 +82,18 @@ class EvalConfig:
         self.method_groups = {m: tuple(g) for m, g in self.method_groups.items()}
         for m, gs in self.method_groups.items():
             if m not in self.methods:
-                raise Text2LoraError(f"--method-groups names {m!r}, which is not among the methods "
+                raise Text2LoraError(f"{{method_groups}} names {m!r}, which is not among the methods "
                                      f"({', '.join(self.methods)})")
             if not gs or any(g not in GROUPS for g in gs):
-                raise Text2LoraError(f"--method-groups {m}: give groups from {', '.join(GROUPS)}")
+                raise Text2LoraError(f"{{method_groups}} {m}: give groups from {', '.join(GROUPS)}")
         if self.threads is not None and self.threads < 1:
-            raise Text2LoraError("threads must be >= 1")
+            raise Text2LoraError("{threads} must be >= 1")
         if self.batch_size < 1:
-            raise Text2LoraError("batch-size must be >= 1")
+            raise Text2LoraError("{batch_size} must be >= 1")
         if self.max_tasks is not None and self.max_tasks < 1:
-            raise Text2LoraError("max-tasks must be >= 1")
+            raise Text2LoraError("{max_tasks} must be >= 1")
         if self.description is not None and self.task_file is None:
-            raise Text2LoraError("--description describes a --task-file; give the file too")
+            raise Text2LoraError("{description} describes a {task_file}; give the file too")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

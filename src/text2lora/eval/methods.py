@@ -228,7 +228,7 @@ def method_path(name: str, config: EvalConfig) -> Path | None:
     if name in ("base", "desc-prompt", "icl3"):
         return None
     if name in ("multitask-lora", "task-lora"):
-        library = _existing(config.lora_library, f"{name} needs --lora-library DIR (from `text2lora train lora`)")
+        library = _existing(config.lora_library, f"{name} needs {{lora_library}} DIR (from `text2lora train lora`)")
         if name == "multitask-lora":
             return _existing(str(library / "_multitask"), f"{name}: no multi-task adapter in {library}")
         return library
@@ -236,7 +236,7 @@ def method_path(name: str, config: EvalConfig) -> Path | None:
         return _existing(name[5:], f"{name}: no such adapter directory")
     if name in ("t2l-sft", "t2l-recon"):
         option = config.t2l_sft if name == "t2l-sft" else config.t2l_recon
-        return _existing(option, f"{name} needs --{name} CHECKPOINT (a `text2lora train` run's best/ directory)")
+        return _existing(option, f"{name} needs {{{name.replace('-', '_')}}} CHECKPOINT (a `text2lora train` run's best/ directory)")
     if name == "t2l":
         if config.t2l_checkpoint:
             return _existing(config.t2l_checkpoint, "t2l: no such checkpoint directory")

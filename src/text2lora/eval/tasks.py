@@ -83,7 +83,7 @@ def select_library_tasks(library: TaskLibrary, tasks: str, max_tasks: int | None
     else:
         names = [n.strip() for n in tasks.split(",") if n.strip()]
         if not names:
-            raise Text2LoraError("--tasks is empty: give all, seen, unseen or task names")
+            raise Text2LoraError("{tasks} is empty: give all, seen, unseen or task names")
         chosen = [library.task(n) for n in dict.fromkeys(names)]
     out = []
     for task in chosen:
@@ -93,7 +93,7 @@ def select_library_tasks(library: TaskLibrary, tasks: str, max_tasks: int | None
         rest = library.instances(task.name, "train") + library.instances(task.name, "validation")
         out.append(EvalTask(task, task.split or "seen", test[:max_instances], rest + test[max_instances:]))
     if not out:
-        raise Text2LoraError(f"no tasks with test instances for --tasks {tasks!r} in {library.root}")
+        raise Text2LoraError(f"no tasks with test instances for {{tasks}} {tasks!r} in {library.root}")
     return out
 
 

@@ -127,7 +127,7 @@ def check_out_dir(out_dir: Path, resume: bool) -> None:
     except OSError as e:
         raise Text2LoraError(f"output directory {out_dir} is not writable: {e.strerror or e}") from None
     if not resume and list_checkpoints(out_dir):
-        raise Text2LoraError(f"{out_dir} already holds a training run: pass --resume to continue it, or another --out")
+        raise Text2LoraError(f"{out_dir} already holds a training run: pass {{resume}} to continue it, or another {{out}}")
 
 
 @dataclass

@@ -6,43 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
-TINY_LLAMA = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    vocab_size=128,
-    max_position_embeddings=64,
-    bos_token_id=1,
-    eos_token_id=2,
-    pad_token_id=0,
-)
-
-
-def tiny_llama(seed: int = 0, **overrides):
-    """A random 3-layer Llama with GQA (q 32->32, v 32->16), in eval mode."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(**{**TINY_LLAMA, **overrides}))
-    return model.eval()
-
-
-def trained_looking_copy(ckpt: Path, out: Path, std: float) -> Path:
-    """A copy of checkpoint ``ckpt`` with random (non-zero) head weights, standing in for a trained one."""
-    from text2lora.checkpoint import load_checkpoint, save_checkpoint
-
-    net, meta = load_checkpoint(ckpt)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in net.head.weight.values():
-            p.normal_(0, std)
-    meta.trained = True
-    return save_checkpoint(net, meta, out)
-
+from tests.tiny import tiny_llama, trained_looking_copy  # noqa: F401  (tests import them from here too)
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:

@@ -14,7 +14,7 @@ def pytest_configure(config) -> None:
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
-    from tests.serve.tiny import build_tiny
+    from tests.tiny import build_tiny
 
     return build_tiny(tmp_path_factory.mktemp("tiny"))
 

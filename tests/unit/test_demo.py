@@ -20,7 +20,7 @@ def setup(tmp_path_factory):
     """A tiny chat model, the fixture library and a trained-looking checkpoint whose one-hot encoder knows the
     description of the fixture's unseen task ``first``."""
     from tests.conftest import trained_looking_copy
-    from tests.train_fixtures import build_chat_model, build_library
+    from tests.tiny import build_chat_model, build_library
     from text2lora.api import init_checkpoint
     from text2lora.data.library import TaskLibrary
     from text2lora.encoders import EncoderSpec

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.train_fixtures import build_chat_model, build_library
+from tests.tiny import build_chat_model, build_library
 from text2lora.cli import main
 from text2lora.data.library import TaskLibrary, write_index, write_task_instances
 from text2lora.data.task import Instance, Task

@@ -79,7 +79,7 @@ def test_resume_passes_the_resume_args(tmp_path):
 
 
 def test_task_selection_is_deterministic_and_keeps_unseen_out_of_training(tmp_path):
-    from tests.train_fixtures import build_library
+    from tests.tiny import build_library
 
     quality = _load("quality")
     library = build_library(tmp_path / "lib", n=64)  # 48 training instances per task
@@ -96,7 +96,7 @@ def test_changing_a_step_count_reruns_only_what_it_feeds(tmp_path):
     import argparse
     import dataclasses
 
-    from tests.train_fixtures import build_library
+    from tests.tiny import build_library
 
     quality = _load("quality")
     library = build_library(tmp_path / "lib", n=64)

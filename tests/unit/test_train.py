@@ -14,7 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.train_fixtures import build_chat_model, build_library, sft_config_dict
+from tests.tiny import build_chat_model, build_library, sft_config_dict
 from text2lora.cli import main
 from text2lora.config import LoraConfig
 from text2lora.errors import Text2LoraError

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from text2lora.errors import Text2LoraError
@@ -114,3 +116,37 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
             if math.isfinite(number):
                 return number
     raise Text2LoraError(f"{where} must be {ann.replace('|', ' or ')}, got {type(value).__name__} {value!r}")
+
+
+def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
+    """A YAML file that must hold a mapping (empty: ``{}``), with one-line errors that name it."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise Text2LoraError(f"{what} file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise Text2LoraError(f"cannot read {what} {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise Text2LoraError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise Text2LoraError(f"{what} {path} must be a mapping")
+    return loaded
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (``loop.steps``) in a nested mapping, in place; returns it."""
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise Text2LoraError(f"cannot override {dotted}: {p} is not a section")
+        node[leaf] = value
+    return data

@@ -220,3 +220,31 @@ def test_library_errors_name_settings_and_the_cli_spells_them_as_flags():
     assert str(e) == "t2l-sft needs t2l_sft CHECKPOINT; lora_library too"  # the API's spelling: config fields
     assert e.render(cli_flag) == "t2l-sft needs --t2l-sft CHECKPOINT; --lora-library too"
     assert str(Text2LoraError('a {"input": 1} stays')) == 'a {"input": 1} stays'
+
+
+def test_config_file_then_set_then_explicit_options(tmp_path):
+    """--config < --set < options given on the command line; options left at their default do not override."""
+    import typer
+    from typer.testing import CliRunner
+
+    from text2lora.cli.options import ConfigOpt, SetOpt, settings_from
+    from text2lora.eval.config import EvalSettings
+
+    seen = {}
+    app = typer.Typer()
+
+    @app.command()
+    def run(ctx: typer.Context, max_instances: int = EvalSettings().max_instances, seed: int = EvalSettings().seed,
+            config: ConfigOpt = None, set_: SetOpt = None) -> None:
+        seen["s"] = settings_from(ctx, EvalSettings, config, set_, max_instances=max_instances, seed=seed)
+
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text("max_instances: 7\nseed: 3\nmax_new_tokens: 9\n")
+    runner = CliRunner()
+    assert runner.invoke(app, ["--config", str(cfg)]).exit_code == 0
+    assert (seen["s"].max_instances, seen["s"].seed, seen["s"].max_new_tokens) == (7, 3, 9)
+    assert runner.invoke(app, ["--config", str(cfg), "--set", "seed=4", "--max-instances", "2"]).exit_code == 0
+    assert (seen["s"].max_instances, seen["s"].seed) == (2, 4)
+    assert runner.invoke(app, []).exit_code == 0 and seen["s"] == EvalSettings()
+    bad = runner.invoke(app, ["--set", "nope=1"])
+    assert bad.exit_code != 0 and "unknown key 'nope'" in str(bad.exception)

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from text2lora.cli.options import ConfigOpt, SetOpt, settings_from
 from text2lora.data.describe import DescribeConfig
 from text2lora.data.fit import Budget
 from text2lora.data.prepare import PrepareConfig
@@ -101,6 +102,7 @@ def _print_dropped(dropped: list[dict[str, str]]) -> None:
 
 @app.command()
 def describe(
+    ctx: typer.Context,
     library: Optional[Path] = LibraryOpt,
     model: str = typer.Option(_DESCRIBE.model, help="Instruct model: bundled name, HF id or directory."),
     k: int = typer.Option(_DESCRIBE.k, help="Training descriptions per task (the task's own included)."),
@@ -116,12 +118,17 @@ def describe(
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice; 1 is faster "
                                                      "on a busy shared CPU)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    config_file: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
-    """Write K descriptions per task with a local instruct model (cached per task; resumable)."""
-    from text2lora.data.describe import DescribeConfig, describe_library
+    """Write K descriptions per task with a local instruct model (cached per task; resumable).
 
-    config = DescribeConfig(model=model, k=k, k_eval=k_eval, samples_per_prompt=samples_per_prompt, rounds=rounds,
-                            min_similarity=min_similarity or None, seed=seed, threads=threads)
+    --config/--set set any DescribeConfig field (temperature, max_new_tokens, prompts_per_round, ...)."""
+    from text2lora.data.describe import describe_library
+
+    config = settings_from(ctx, DescribeConfig, config_file, set_, model=model, k=k, k_eval=k_eval,
+                           samples_per_prompt=samples_per_prompt, rounds=rounds,
+                           min_similarity=min_similarity or None, seed=seed, threads=threads)
     report = describe_library(library, config, names=task or None, limit=limit, progress=not quiet)
     typer.echo(f"described {len(report.described)} tasks in {report.seconds:.0f} s "
                f"({len(report.cached)} already cached)")

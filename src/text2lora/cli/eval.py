@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from text2lora.cli.options import ConfigOpt, SetOpt, settings_from
 from text2lora.eval.config import EvalSettings
 
 _SETTINGS = EvalSettings()  # every setting's default comes from here
@@ -16,6 +17,7 @@ METHOD_HELP = ("Method to score (repeatable or comma-separated): base, desc-prom
 
 
 def eval_(
+    ctx: typer.Context,
     method: Annotated[list[str], typer.Option("--method", "-m", help=METHOD_HELP)],
     library: Annotated[Optional[Path], typer.Option("--library", "-l", help="Task library (default $TEXT2LORA_HOME/library).")] = None,
     tasks: Annotated[str, typer.Option(help="all, seen, unseen, or comma-separated task names.")] = "all",
@@ -42,20 +44,24 @@ def eval_(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Score everything; read and write no cache.")] = False,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's choice; 1 can be faster on a busy machine).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Score methods on tasks: generation by greedy decoding (ROUGE-L, exact match), multiple choice by option
     log-likelihood (length-normalised accuracy). Scores are cached per (method, task, description).
 
     Example: text2lora eval -m base -m icl3 -m t2l-sft --t2l-sft runs/sft/best --tasks unseen --report reports/unseen
+    --config/--set set the scoring settings (EvalSettings: max_instances, max_new_tokens, seed, ...).
     """
     from text2lora.eval.config import EvalConfig, EvalSettings, split_list
     from text2lora.eval.report import summary_lines, write_report
     from text2lora.eval.runner import evaluate
 
-    settings = EvalSettings(base_model=base_model, max_instances=max_instances, max_new_tokens=max_new_tokens,
-                            max_prompt_tokens=max_prompt_tokens, icl_max_prompt_tokens=icl_max_prompt_tokens,
-                            descriptions_per_group=descriptions_per_group, seed=seed)
-    config = EvalConfig(
+    settings = settings_from(ctx, EvalSettings, config, set_, base_model=base_model, max_instances=max_instances,
+                             max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+                             icl_max_prompt_tokens=icl_max_prompt_tokens,
+                             descriptions_per_group=descriptions_per_group, seed=seed)
+    run = EvalConfig(
         methods=split_list(method), settings=settings, library=_str(library), tasks=tasks, max_tasks=max_tasks,
         task_file=_str(task_file), description=description, groups=tuple(split_list(groups)),
         method_groups=_method_groups(method_groups or []),
@@ -63,7 +69,7 @@ def eval_(
         t2l_checkpoint=_str(t2l_checkpoint), batch_size=batch_size, cache_dir=_str(cache_dir), use_cache=not no_cache,
         progress=not quiet, threads=threads,
     )
-    result = evaluate(config)
+    result = evaluate(run)
     typer.echo("averages (headline score x100: strict exact match, ROUGE-L for long answers, accuracy):")
     for line in summary_lines(result):
         typer.echo(line)

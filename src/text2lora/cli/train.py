@@ -7,12 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from text2lora.cli.options import ConfigOpt, SetOpt, parse_sets
 from text2lora.errors import Text2LoraError
 
 app = typer.Typer(help="Train T2L (SFT or reconstruction) and the PEFT LoRA baselines.", no_args_is_help=True)
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (see configs/); defaults otherwise.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set loop.steps=500 (repeatable).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")]
 
 
@@ -23,21 +22,6 @@ def _check_run_dir(out: Path, resume: bool, run_config: dict) -> None:
     check_out_dir(out, resume)
     if resume:
         check_resume_config(out, run_config)
-
-
-def _overrides(items: list[str] | None) -> dict:
-    import yaml
-
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise Text2LoraError(f"--set needs KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise Text2LoraError(f"--set {key}: cannot parse value {value!r}") from None
-    return out
 
 
 @app.command()
@@ -56,7 +40,7 @@ def sft(
     from text2lora.train.loop import run_config, train
     from text2lora.train.sft import SFTRecipe
 
-    cfg = load_config("sft", config, _overrides(set_))
+    cfg = load_config("sft", config, parse_sets(set_))
     resolved = run_config(cfg, cfg.data.library)
     _check_run_dir(out, resume, resolved)
     recipe = SFTRecipe(cfg, cache_dir=out / "cache")
@@ -83,7 +67,7 @@ def lora(
 
     if bool(task) == multitask:
         raise Text2LoraError("give --task NAME (one or more) or --multitask")
-    cfg = load_config("lora", config, _overrides(set_))
+    cfg = load_config("lora", config, parse_sets(set_))
     train_baselines(cfg, out, tasks=list(task) if task else None, resume=resume)
 
 
@@ -100,7 +84,7 @@ def recon(
     from text2lora.train.loop import run_config, train
     from text2lora.train.recon import ReconRecipe
 
-    cfg = load_config("recon", config, _overrides(set_))
+    cfg = load_config("recon", config, parse_sets(set_))
     resolved = run_config(cfg, cfg.data.library, lora_library=str(lora_library))
     _check_run_dir(out, resume, resolved)
     recipe = ReconRecipe(cfg, lora_library, cache_dir=out / "cache")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from text2lora.config import HyperNetConfig, from_dict
+from text2lora.config import HyperNetConfig, apply_overrides, from_dict, read_yaml_mapping
 from text2lora.encoders import EncoderSpec
 from text2lora.errors import Text2LoraError
 from text2lora.models.bundled import BUNDLED_BASE, BUNDLED_ENCODER
@@ -153,41 +153,18 @@ def build_config(kind: str, data: dict[str, Any] | None) -> Any:
 
 def load_config(kind: str, path: str | Path | None, overrides: dict[str, Any] | None = None) -> Any:
     """Read a YAML config for recipe ``kind`` (``sft``, ``lora``, ``recon``); ``overrides`` use dotted keys."""
-    import yaml
-
     if kind not in RECIPES:
         raise Text2LoraError(f"unknown recipe {kind!r}; choose one of {', '.join(RECIPES)}")
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise Text2LoraError(f"config file not found: {path}") from None
-        except OSError as e:
-            raise Text2LoraError(f"cannot read config {path}: {e.strerror}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise Text2LoraError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise Text2LoraError(f"config {path} must be a mapping")
+        loaded = read_yaml_mapping(path)
         if set(loaded) == {kind}:  # allow a top-level "sft:" / "lora:" / "recon:" section
             loaded = loaded[kind] or {}
         recipe = loaded.pop("recipe", kind)
         if recipe != kind:
             raise Text2LoraError(f"config {path} is for `train {recipe}`, not `train {kind}`")
         data = loaded
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise Text2LoraError(f"cannot override {dotted}: {p} is not a section")
-        node[leaf] = value
-    return build_config(kind, data)
+    return build_config(kind, apply_overrides(data, overrides or {}))
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

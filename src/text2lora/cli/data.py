@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -19,34 +19,29 @@ app = typer.Typer(help="Build and inspect the task library.", no_args_is_help=Tr
 _DESCRIBE = DescribeConfig()
 _PREPARE = PrepareConfig(sources=["ni1"])  # only its defaults are read
 _BUDGET = Budget()
-LibraryOpt = typer.Option(None, "--library", "-l", help="Library directory (default $TEXT2LORA_HOME/library).")
+LibraryOpt = Annotated[Optional[Path], typer.Option("--library", "-l", help="Library directory (default $TEXT2LORA_HOME/library).")]
 
 
 @app.command()
 def prepare(
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Library directory (default $TEXT2LORA_HOME/library)."),
-    sources: str = typer.Option(
-        "ni1,bigbench,evals", "--sources",
-        help="Built-in task sources, comma-separated, or 'none': ni1 (Natural Instructions v1) and bigbench (both "
-             "from the pinned bigbench sdist), evals (OpenAI's evals registry, from the pinned evals wheel)."),
-    extra: list[Path] = typer.Option([], "--extra", "-e", help="More task files/directories (SNI v2, BIG-bench JSON, "
-                                                                "user JSONL); repeatable."),
-    format: str = typer.Option("auto", "--format", help="Format of --extra paths: auto, bigbench, ni1, sni, jsonl."),
-    description: Optional[str] = typer.Option(None, "--description", help="Description for JSONL files without a header."),
-    tokenizer: str = typer.Option(_PREPARE.tokenizer, help="Tokenizer the budget is counted in."),
-    seed: int = typer.Option(_PREPARE.seed, help="Seed of every sample and split."),
-    unseen_fraction: float = typer.Option(_PREPARE.unseen_fraction, help="Share of tasks held out as unseen (whole "
-                                          "source families), for every source but the evals registry."),
-    evals_unseen_fraction: float = typer.Option(_PREPARE.evals_unseen_fraction,
-                                                help="Share of the evals registry's tasks held out as unseen."),
-    max_prompt_tokens: int = typer.Option(_BUDGET.max_prompt_tokens,
-                                          help="Max user-turn tokens; longer inputs are cut or dropped."),
-    max_output_tokens: int = typer.Option(_BUDGET.max_output_tokens,
-                                          help="Max generation target tokens; longer instances are dropped."),
-    min_instances: int = typer.Option(_BUDGET.min_instances, help="Drop tasks with fewer usable instances."),
-    max_instances: int = typer.Option(_BUDGET.max_instances, help="Instances kept per task."),
-    max_tasks_per_source: int = typer.Option(_BUDGET.max_tasks_per_source, help="Tasks kept per source family."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Library directory (default $TEXT2LORA_HOME/library).")] = None,
+    sources: Annotated[str, typer.Option("--sources", help="Built-in task sources, comma-separated, or 'none': ni1 (Natural Instructions v1) and bigbench (both "
+             "from the pinned bigbench sdist), evals (OpenAI's evals registry, from the pinned evals wheel).")] = "ni1,bigbench,evals",
+    extra: Annotated[list[Path], typer.Option("--extra", "-e", help="More task files/directories (SNI v2, BIG-bench JSON, "
+                                                                "user JSONL); repeatable.")] = [],
+    format: Annotated[str, typer.Option("--format", help="Format of --extra paths: auto, bigbench, ni1, sni, jsonl.")] = "auto",
+    description: Annotated[Optional[str], typer.Option("--description", help="Description for JSONL files without a header.")] = None,
+    tokenizer: Annotated[str, typer.Option(help="Tokenizer the budget is counted in.")] = _PREPARE.tokenizer,
+    seed: Annotated[int, typer.Option(help="Seed of every sample and split.")] = _PREPARE.seed,
+    unseen_fraction: Annotated[float, typer.Option(help="Share of tasks held out as unseen (whole "
+                                          "source families), for every source but the evals registry.")] = _PREPARE.unseen_fraction,
+    evals_unseen_fraction: Annotated[float, typer.Option(help="Share of the evals registry's tasks held out as unseen.")] = _PREPARE.evals_unseen_fraction,
+    max_prompt_tokens: Annotated[int, typer.Option(help="Max user-turn tokens; longer inputs are cut or dropped.")] = _BUDGET.max_prompt_tokens,
+    max_output_tokens: Annotated[int, typer.Option(help="Max generation target tokens; longer instances are dropped.")] = _BUDGET.max_output_tokens,
+    min_instances: Annotated[int, typer.Option(help="Drop tasks with fewer usable instances.")] = _BUDGET.min_instances,
+    max_instances: Annotated[int, typer.Option(help="Instances kept per task.")] = _BUDGET.max_instances,
+    max_tasks_per_source: Annotated[int, typer.Option(help="Tasks kept per source family.")] = _BUDGET.max_tasks_per_source,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Fetch the pinned task sources (bigbench sdist, evals wheel; never installed) and build the task library."""
     from text2lora.data.prepare import PrepareConfig, prepare_library
@@ -103,21 +98,20 @@ def _print_dropped(dropped: list[dict[str, str]]) -> None:
 @app.command()
 def describe(
     ctx: typer.Context,
-    library: Optional[Path] = LibraryOpt,
-    model: str = typer.Option(_DESCRIBE.model, help="Instruct model: bundled name, HF id or directory."),
-    k: int = typer.Option(_DESCRIBE.k, help="Training descriptions per task (the task's own included)."),
-    k_eval: int = typer.Option(_DESCRIBE.k_eval, help="Held-out descriptions per task."),
-    task: list[str] = typer.Option([], "--task", "-t", help="Only these tasks (repeatable)."),
-    limit: Optional[int] = typer.Option(None, help="Only the first N tasks."),
-    samples_per_prompt: int = typer.Option(_DESCRIBE.samples_per_prompt,
-                                           help="Sampled descriptions per prompt and generation call."),
-    rounds: int = typer.Option(_DESCRIBE.rounds, help="Generation calls per task at most."),
-    min_similarity: float = typer.Option(_DESCRIBE.min_similarity, help="Reject descriptions less similar to the "
-                                         "definition (MiniLM cosine); 0 disables the check."),
-    seed: int = typer.Option(_DESCRIBE.seed),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice; 1 is faster "
-                                                     "on a busy shared CPU)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    library: LibraryOpt = None,
+    model: Annotated[str, typer.Option(help="Instruct model: bundled name, HF id or directory.")] = _DESCRIBE.model,
+    k: Annotated[int, typer.Option(help="Training descriptions per task (the task's own included).")] = _DESCRIBE.k,
+    k_eval: Annotated[int, typer.Option(help="Held-out descriptions per task.")] = _DESCRIBE.k_eval,
+    task: Annotated[list[str], typer.Option("--task", "-t", help="Only these tasks (repeatable).")] = [],
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N tasks.")] = None,
+    samples_per_prompt: Annotated[int, typer.Option(help="Sampled descriptions per prompt and generation call.")] = _DESCRIBE.samples_per_prompt,
+    rounds: Annotated[int, typer.Option(help="Generation calls per task at most.")] = _DESCRIBE.rounds,
+    min_similarity: Annotated[float, typer.Option(help="Reject descriptions less similar to the "
+                                         "definition (MiniLM cosine); 0 disables the check.")] = _DESCRIBE.min_similarity,
+    seed: Annotated[int, typer.Option()] = _DESCRIBE.seed,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice; 1 is faster "
+                                                     "on a busy shared CPU).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     config_file: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -140,9 +134,9 @@ def describe(
 
 @app.command("list")
 def list_tasks(
-    library: Optional[Path] = LibraryOpt,
-    split: Optional[str] = typer.Option(None, help="Only 'seen' or 'unseen' tasks."),
-    source: Optional[str] = typer.Option(None, help="Only this source family."),
+    library: LibraryOpt = None,
+    split: Annotated[Optional[str], typer.Option(help="Only 'seen' or 'unseen' tasks.")] = None,
+    source: Annotated[Optional[str], typer.Option(help="Only this source family.")] = None,
 ) -> None:
     """List the library's tasks: name, split, metric, source, instances, descriptions."""
     from text2lora.data.library import TaskLibrary
@@ -167,8 +161,8 @@ def list_tasks(
 @app.command()
 def show(
     name: str = typer.Argument(..., help="Task name (see `text2lora data list`)."),
-    library: Optional[Path] = LibraryOpt,
-    n: int = typer.Option(3, help="Instances to show."),
+    library: LibraryOpt = None,
+    n: Annotated[int, typer.Option(help="Instances to show.")] = 3,
 ) -> None:
     """Show a task: definition, descriptions and a few instances."""
     from text2lora.data.library import TaskLibrary

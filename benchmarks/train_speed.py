@@ -78,7 +78,7 @@ def main() -> None:
     lora_recipe = LoraRecipe(build_config("lora", {"data": data}), [t.name for t in library.seen()][: args.batch],
                              library=library, model=peft_base, tokenizer=tok)
     sft_cfg = {v: build_config("sft", {"data": data, "hypernet": {"variant": v}}) for v in args.variants}
-    first = SFTRecipe(sft_cfg[args.variants[0]], library=library, model=t2l_model, tokenizer=tok)
+    first = SFTRecipe(sft_cfg[args.variants[0]], library=library, base_model=t2l_model, tokenizer=tok)
     batch = first.batch(0, 0, 1)  # the same 8 examples for every contender
     tokens = int(batch["attention_mask"].sum())
     completion = int((batch["labels"] != -100).sum())
@@ -89,7 +89,7 @@ def main() -> None:
     with loss_variant(full_logits=True):
         rows.append(("PEFT LoRA (full-vocabulary logits)", time_steps(lora_recipe, batch, args.steps)))
     for v in args.variants:
-        recipe = first if v == args.variants[0] else SFTRecipe(sft_cfg[v], library=library, model=t2l_model, tokenizer=tok)
+        recipe = first if v == args.variants[0] else SFTRecipe(sft_cfg[v], library=library, base_model=t2l_model, tokenizer=tok)
         rows.append((f"T2L-SFT {v} (completion-only logits)", time_steps(recipe, batch, args.steps)))
     with loss_variant(one_batch=True):
         rows.append((f"T2L-SFT {args.variants[0]} (one padded batch, no length groups)",

@@ -108,7 +108,7 @@ def sft_config_dict(model_dir: Path, library: Path, **loop) -> dict:
         "data": {"library": str(library), "tasks_per_batch": 3, "examples_per_task": 2, "max_prompt_tokens": 64,
                  "max_output_tokens": 8, "val_instances_per_task": 4},
         "loop": {"steps": 12, "lr": 3e-3, "warmup_ratio": 0.1, "eval_every": 6, "save_every": 4, "keep_last": 5,
-                 "log_every": 1, "seed": 0, "num_threads": 1, **loop},
+                 "log_every": 1, "seed": 0, "threads": 1, **loop},
     }
 
 

@@ -194,7 +194,10 @@ def test_resume_with_another_config_is_refused(world, tmp_path, capsys):
     assert "another config" in err and "loop" in err
     # threads are an execution detail: a resume may change them
     assert main(["train", "sft", "--config", str(cfg), "--out", str(tmp_path / "run"), "--resume",
-                 "--set", "loop.num_threads=2"]) == 0
+                 "--set", "loop.threads=2"]) == 0
+    capsys.readouterr()
+    assert main(["train", "sft", "--config", str(cfg), "--out", str(tmp_path / "run"), "--resume",
+                 "--set", "loop.num_threads=1"]) == 0  # the old name still reads
     capsys.readouterr()
     # and a fresh run into a used directory is refused rather than mixing two runs
     assert main(["train", "sft", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
@@ -218,3 +221,22 @@ def test_resume_on_a_changed_library_is_refused(world, tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "sft", "--config", str(cfg), "--out", str(tmp_path / "run"), "--resume"]) == 2
     assert "library_index_sha256" in capsys.readouterr().err
+
+
+def test_the_lora_fingerprint_ignores_new_descriptions_but_not_new_instances(world, tmp_path, capsys):
+    from text2lora.data.library import library_fingerprint
+
+    import shutil
+
+    model_dir, library = world
+    own = shutil.copytree(library, tmp_path / "library")
+    before = library_fingerprint(own, with_descriptions=False), library_fingerprint(own)
+    index = json.loads((own / "index.json").read_text())
+    index["tasks"][0]["descriptions"].append("Repeat the word you are given.")
+    index["tasks"][0]["eval_descriptions"].append("Say the word again.")
+    (own / "index.json").write_text(json.dumps(index))
+    after = library_fingerprint(own, with_descriptions=False), library_fingerprint(own)
+    assert after[0] == before[0] and after[1] != before[1]  # descriptions count only for recipes that read them
+    index["tasks"][0]["counts"]["train"] += 1
+    (own / "index.json").write_text(json.dumps(index))
+    assert library_fingerprint(own, with_descriptions=False) != before[0]

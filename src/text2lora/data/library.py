@@ -178,6 +178,25 @@ class TaskLibrary:
         return self._cache[name]
 
 
+def library_fingerprint(root: str | os.PathLike | None, *, with_descriptions: bool = True) -> str | None:
+    """A short content hash of a library's index (None without one); ``with_descriptions=False`` leaves the
+    generated descriptions out, so that describing more tasks does not change it."""
+    import hashlib
+
+    path = Path(root if root is not None else default_library_dir()) / INDEX
+    if not path.is_file():
+        return None
+    if with_descriptions:
+        from text2lora.paths import sha256_file
+
+        return sha256_file(path)[:16]
+    index = read_json(path, "task library index")
+    for task in index.get("tasks", []):
+        task.pop("eval_descriptions", None)
+        task["descriptions"] = task.get("descriptions", [])[:1]  # the task's own stays: it comes with the data
+    return hashlib.sha256(json.dumps(index, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def refresh_descriptions(root: str | os.PathLike) -> int:
     """Merge every cached description file into ``index.json``; return how many tasks have generated ones."""
     root = Path(root)

@@ -109,7 +109,8 @@ def train_baselines(cfg: LoraTrainConfig, out: Path, *, tasks: list[str] | None 
                                            device=default_device())
         recipe = LoraRecipe(cfg, names, library=library, model=model, tokenizer=tokenizer)
         run_dir = out / ".runs" / name
-        result = train(recipe, cfg.loop, run_dir, run_config(cfg, cfg.data.library, tasks=names),
+        config = run_config(cfg, cfg.data.library, uses_descriptions=False, tasks=names)  # a LoRA reads none
+        result = train(recipe, cfg.loop, run_dir, config,
                        resume=resume and run_dir.exists())
         paths.append(install_adapter(run_dir, out, name))
         echo(f"{name}: {result.steps} steps, best val_loss {result.best} at step {result.best_step} -> {paths[-1]}")

@@ -58,7 +58,7 @@ class LoopConfig:
     precision: str = "no"  #: "no" (fp32), "bf16" or "fp16" (GPUs)
     early_stop_patience: int | None = None  #: stop after N evaluations without a better validation loss
     log_with: str | None = None  #: also log to "tensorboard" or "wandb" if installed
-    num_threads: int | None = None  #: torch CPU threads (None: torch's default)
+    threads: int | None = None  #: torch CPU threads (None: torch's default); ``num_threads`` is read as this too
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -134,6 +134,11 @@ def build_config(kind: str, data: dict[str, Any] | None) -> Any:
     """A recipe config from a (YAML-loaded) mapping; nested sections are validated with their own keys."""
     cls = RECIPES[kind]
     data = dict(data or {})
+    loop = data.get("loop")
+    if isinstance(loop, dict) and "num_threads" in loop:  # its name before `threads` was used everywhere
+        loop = dict(loop)
+        loop.setdefault("threads", loop.pop("num_threads"))
+        data["loop"] = loop
     fields = {f.name for f in dataclasses.fields(cls)}
     for key, sub in _NESTED.items():
         if key in data and key in fields:

@@ -74,7 +74,7 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 #: Execution details a resumed run may change (threads, loggers): they do not change what is computed. The task
 #: library's path is one too: the CLI fingerprints its content (``library_index_sha256``), so a library named
 #: ``null`` (the default) and by its full path, or moved, resumes alike.
-_NOT_FINGERPRINTED = {"loop": ("num_threads", "log_with"), "data": ("library",)}
+_NOT_FINGERPRINTED = {"loop": ("threads", "num_threads", "log_with"), "data": ("library",)}
 
 
 def _fingerprinted(config: dict[str, Any]) -> dict[str, Any]:
@@ -89,16 +89,14 @@ def config_fingerprint(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(_fingerprinted(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_config(cfg, library_root, **extra) -> dict[str, Any]:
-    """The resolved config plus a fingerprint of the task library's index: resuming on changed data (new
-    descriptions, another split) is then refused like a changed config."""
-    from text2lora.data.library import INDEX, default_library_dir
-    from text2lora.paths import sha256_file
+def run_config(cfg, library_root, *, uses_descriptions: bool = True, **extra) -> dict[str, Any]:
+    """The resolved config plus a fingerprint of the task library: resuming on changed data (another split, other
+    instances; new descriptions when the recipe reads them) is then refused like a changed config."""
+    from text2lora.data.library import library_fingerprint
     from text2lora.train.config import config_to_dict
 
-    index = Path(library_root or default_library_dir()) / INDEX
-    digest = sha256_file(index)[:16] if index.is_file() else None
-    return {**config_to_dict(cfg), "library_index_sha256": digest, **extra}
+    return {**config_to_dict(cfg), "library_index_sha256": library_fingerprint(
+        library_root, with_descriptions=uses_descriptions), **extra}
 
 
 def check_resume_config(out_dir: Path, config: dict[str, Any]) -> Path:
@@ -267,8 +265,8 @@ def train(
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    if loop.num_threads:
-        torch.set_num_threads(loop.num_threads)
+    if loop.threads:
+        torch.set_num_threads(loop.threads)
     if accelerator is None:
         on_gpu = torch.cuda.is_available()
         accelerator = Accelerator(cpu=not on_gpu, mixed_precision=loop.precision if on_gpu else "no")

@@ -106,11 +106,11 @@ class ReconRecipe:
             errors.append(torch.linalg.matrix_norm(b @ a - target) / norm)
         return float(torch.stack(errors).mean())
 
-    def loss(self, model, batch: dict):
-        loss = self._loss(model(batch["emb"]), batch["tasks"])
+    def loss(self, hypernet, batch: dict):
+        loss = self._loss(hypernet(batch["emb"]), batch["tasks"])
         return loss, {"tokens": 0.0}
 
-    def evaluate(self, model) -> dict[str, float]:
+    def evaluate(self, hypernet) -> dict[str, float]:
         out = {}
         for name, pick in (("val_recon", "eval"), ("train_recon", "train")):
             tasks, descs = [], []
@@ -121,7 +121,7 @@ class ReconRecipe:
                     tasks.append(t)
                     descs.append(options[0])
             if tasks:
-                factors = model(self.embeddings.lookup(descs))
+                factors = hypernet(self.embeddings.lookup(descs))
                 out[name] = float(self._loss(factors, tasks))
                 if pick == "train":  # loss-independent: how far the generated updates are from the library's
                     out["train_dw_rel"] = self._dw_rel_error(factors, tasks)
@@ -129,5 +129,5 @@ class ReconRecipe:
             out["val_recon"] = out["train_recon"]
         return out
 
-    def export(self, model, out_dir: Path) -> None:
-        save_checkpoint(model, self.meta, out_dir)
+    def export(self, hypernet, out_dir: Path) -> None:
+        save_checkpoint(hypernet, self.meta, out_dir)

@@ -30,16 +30,17 @@ def model_dtype(precision: str) -> torch.dtype:
 class SFTRecipe:
     primary_metric = "val_instances"
 
-    def __init__(self, cfg: SFTConfig, *, library: TaskLibrary | None = None, model=None, tokenizer=None,
+    def __init__(self, cfg: SFTConfig, *, library: TaskLibrary | None = None, base_model=None, tokenizer=None,
                  cache_dir: Path | None = None) -> None:
         self.cfg = cfg
         device = default_device()
-        if model is None:
-            model, tokenizer = load_base_model(cfg.base_model, dtype=model_dtype(cfg.loop.precision), device=device)
-        self.model, self.tokenizer = model, tokenizer
+        if base_model is None:
+            base_model, tokenizer = load_base_model(cfg.base_model, dtype=model_dtype(cfg.loop.precision),
+                                                    device=device)
+        self.base_model, self.tokenizer = base_model, tokenizer
         self.library = library or TaskLibrary.load(cfg.data.library)
         self.data = TrainData(self.library, tokenizer, cfg.data, seed=cfg.loop.seed)
-        layout = discover_targets(model.config, tuple(cfg.targets))
+        layout = discover_targets(base_model.config, tuple(cfg.targets))
         encoder = build_encoder(cfg.encoder)
         self.embeddings = EmbeddingTable.build(encoder, self.data.all_descriptions(), cache_dir)
         self.meta = CheckpointMeta(hypernet=cfg.hypernet, base_model=cfg.base_model, layout=layout,
@@ -62,31 +63,31 @@ class SFTRecipe:
         batch["emb"] = self.embeddings.lookup(batch["description"])
         return batch
 
-    def _lora(self, model, emb: torch.Tensor) -> LoraWeights:
-        return self.meta.lora(model(emb))
+    def _lora(self, hypernet, emb: torch.Tensor) -> LoraWeights:
+        return self.meta.lora(hypernet(emb))
 
     def _to_device(self, batch: dict) -> dict:
-        device = self.model.device
+        device = self.base_model.device
         return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
-    def loss(self, model, batch: dict):
+    def loss(self, hypernet, batch: dict):
         batch = self._to_device(batch)
-        lora = self._lora(model, batch["emb"])
-        ce = grouped_completion_loss(self.model, batch, lora=lora, lora_dropout=self.cfg.hypernet.lora.dropout,
+        lora = self._lora(hypernet, batch["emb"])
+        ce = grouped_completion_loss(self.base_model, batch, lora=lora, lora_dropout=self.cfg.hypernet.lora.dropout,
                                      label_smoothing=self.cfg.label_smoothing).mean()
         l2 = sum(a.float().pow(2).mean() + b.float().pow(2).mean() for a, b in lora.factors.values())
         return ce + self.cfg.l2 * l2, {"ce": ce.item(), "l2": float(l2.detach()), "tokens": float(batch["attention_mask"].sum())}
 
-    def evaluate(self, model) -> dict[str, float]:
+    def evaluate(self, hypernet) -> dict[str, float]:
         out = {}
         for val in self.val_sets:
             losses = []
             for batch in self.data.val_batches(val.refs):
                 batch = self._to_device(batch)
-                lora = self._lora(model, self.embeddings.lookup(batch["description"]).to(self.model.device))
-                losses.append(grouped_completion_loss(self.model, batch, lora=lora))
+                lora = self._lora(hypernet, self.embeddings.lookup(batch["description"]).to(self.base_model.device))
+                losses.append(grouped_completion_loss(self.base_model, batch, lora=lora))
             out[val.name] = torch.cat(losses).mean().item()
         return out
 
-    def export(self, model, out_dir: Path) -> None:
-        save_checkpoint(model, self.meta, out_dir)
+    def export(self, hypernet, out_dir: Path) -> None:
+        save_checkpoint(hypernet, self.meta, out_dir)

@@ -210,7 +210,7 @@ def load_t2l_for(checkpoint: Path, model):
     from text2lora.api import T2L
     from text2lora.models.targets import discover_targets
 
-    t2l = T2L.load(checkpoint)
+    t2l = T2L.load(checkpoint, device=str(model.device))
     try:
         ours = discover_targets(model.config, t2l.layout.names)
     except Text2LoraError as e:

@@ -51,7 +51,7 @@ def load_tasks(config: EvalConfig) -> tuple[list[EvalTask], list]:
 
 def evaluate(config: EvalConfig, *, model=None, tokenizer=None, echo: Callable[[str], None] = print) -> EvalResult:
     """Score every method on every task; units already in the cache are not recomputed."""
-    from text2lora.models.base import load_base_model
+    from text2lora.models.base import default_device, load_base_model
     from text2lora.models.bundled import resolve_model
 
     t_start = time.perf_counter()
@@ -64,7 +64,7 @@ def evaluate(config: EvalConfig, *, model=None, tokenizer=None, echo: Callable[[
     for name in config.methods:
         method_path(name, config)  # missing files fail before the model loads
     if model is None:
-        model, tokenizer = load_base_model(settings.base_model)
+        model, tokenizer = load_base_model(settings.base_model, device=default_device())
     t_model = time.perf_counter()
     methods = [build_method(name, config, model) for name in config.methods]
     names = [m.name for m in methods]

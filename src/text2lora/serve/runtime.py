@@ -44,12 +44,14 @@ def load_runtime(
     limits: ServeLimits | None = None,
     *,
     store_dir: str | os.PathLike | None = None,
-    device: str = "cpu",
+    device: str | None = None,
 ) -> ServeRuntime:
-    """Load a checkpoint and its base model and wire up the engine and cache (nothing starts until used)."""
-    from text2lora.models.base import load_base_model
+    """Load a checkpoint and its base model and wire up the engine and cache (nothing starts until used);
+    ``device`` defaults to :func:`~text2lora.models.base.default_device`."""
+    from text2lora.models.base import default_device, load_base_model
 
     limits = limits or ServeLimits()
+    device = device or default_device()
     t2l = T2L.load(checkpoint, device=device)
     if not t2l.meta.trained:
         log.warning("serving an untrained (freshly initialised) hypernetwork: its adapters do not change the model")

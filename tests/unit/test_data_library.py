@@ -84,6 +84,27 @@ def test_no_library_is_a_clear_error(tmp_path):
         TaskLibrary.load(tmp_path / "none")
 
 
+def test_cli_prepare_reads_a_config_and_set(tmp_path, capsys):
+    tok_dir = tmp_path / "tok"
+    tiny_chat_tokenizer().save_pretrained(tok_dir)
+    cfg = tmp_path / "prepare.yaml"
+    cfg.write_text("sources: none\nbudget:\n  min_instances: 4\n  max_instances: 5\n  max_prompt_tokens: 64\n"
+                   f"extra: [{', '.join(str(p) for p in SOURCES)}]\ndescription: Say whether the number is even.\n")
+    lib = tmp_path / "lib"
+    args = ["data", "prepare", "--config", str(cfg), "--out", str(lib), "--sources", "none",
+            "--tokenizer", str(tok_dir), "--quiet"]
+    assert main(args + ["--set", "budget.max_instances=6"]) == 0
+    library = TaskLibrary.load(lib)
+    assert len(library) == 8 and max(t.counts["total"] for t in library.tasks) == 6  # --set beat the file's 5
+    assert library.meta["budget"]["min_instances"] == 4 and library.meta["budget"]["max_prompt_tokens"] == 64
+    assert main(args + ["--max-instances", "4"]) == 0  # an explicit option beats both
+    assert max(t.counts["total"] for t in TaskLibrary.load(lib).tasks) == 4
+    capsys.readouterr()
+    assert main(args + ["--set", "budget.max_instances=0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["text2lora: error: budget.max_instances must be >= 1, got 0"]
+
+
 def test_cli_prepare_list_show(tmp_path, capsys):
     tok_dir = tmp_path / "tok"
     tiny_chat_tokenizer().save_pretrained(tok_dir)

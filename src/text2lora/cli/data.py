@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from text2lora.cli.options import ConfigOpt, SetOpt, settings_from
+from text2lora.cli.options import ConfigOpt, SetOpt, build, config_data, settings_from
 from text2lora.data.describe import DescribeConfig
 from text2lora.data.fit import Budget
 from text2lora.data.prepare import PrepareConfig
@@ -24,6 +24,7 @@ LibraryOpt = Annotated[Optional[Path], typer.Option("--library", "-l", help="Lib
 
 @app.command()
 def prepare(
+    ctx: typer.Context,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Library directory (default $TEXT2LORA_HOME/library).")] = None,
     sources: Annotated[str, typer.Option("--sources", help="Built-in task sources, comma-separated, or 'none': ni1 (Natural Instructions v1) and bigbench (both "
              "from the pinned bigbench sdist), evals (OpenAI's evals registry, from the pinned evals wheel).")] = "ni1,bigbench,evals",
@@ -42,17 +43,23 @@ def prepare(
     max_instances: Annotated[int, typer.Option(help="Instances kept per task.")] = _BUDGET.max_instances,
     max_tasks_per_source: Annotated[int, typer.Option(help="Tasks kept per source family.")] = _BUDGET.max_tasks_per_source,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    config_file: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
-    """Fetch the pinned task sources (bigbench sdist, evals wheel; never installed) and build the task library."""
-    from text2lora.data.prepare import PrepareConfig, prepare_library
+    """Fetch the pinned task sources (bigbench sdist, evals wheel; never installed) and build the task library.
 
-    budget = Budget(max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens,
-                    min_instances=min_instances, max_instances=max_instances,
-                    max_tasks_per_source=max_tasks_per_source)
+    --config/--set set any PrepareConfig field, the token budget under budget (e.g. --set budget.max_instances=200).
+    """
+    from text2lora.data.prepare import prepare_library
+
+    data = config_data(config_file, set_)
+    budget = build(ctx, Budget, data.pop("budget", None) or {}, max_prompt_tokens=max_prompt_tokens,
+                   max_output_tokens=max_output_tokens, min_instances=min_instances, max_instances=max_instances,
+                   max_tasks_per_source=max_tasks_per_source)
     names = [] if sources.strip().lower() == "none" else [s.strip() for s in sources.split(",") if s.strip()]
-    config = PrepareConfig(out=out, sources=names, extra=list(extra), format=format, description=description,
-                           tokenizer=tokenizer, budget=budget, seed=seed, unseen_fraction=unseen_fraction,
-                           evals_unseen_fraction=evals_unseen_fraction)
+    config = build(ctx, PrepareConfig, data, out=out, sources=names, extra=list(extra), format=format,
+                   description=description, tokenizer=tokenizer, budget=budget, seed=seed,
+                   unseen_fraction=unseen_fraction, evals_unseen_fraction=evals_unseen_fraction)
     report = prepare_library(config, progress=not quiet)
     for problem in report.problems:
         typer.echo(f"warning: {problem}", err=True)

@@ -34,16 +34,28 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def config_data(config: Path | None, sets: list[str] | None) -> dict[str, Any]:
+    """The mapping of ``--config`` (or ``{}``) with the ``--set`` overrides applied."""
+    from text2lora.config import apply_overrides, read_yaml_mapping
+
+    data = read_yaml_mapping(config) if config is not None else {}
+    return apply_overrides(data, parse_sets(sets))
+
+
 def settings_from(ctx: typer.Context, cls, config: Path | None, sets: list[str] | None, **values: Any):
     """``cls`` from its defaults < ``config`` < ``sets`` < the command-line options in ``values`` that were given.
 
     ``values`` maps a field of ``cls`` to the command's option value; options are matched to the command's
     parameters by the same name, or by ``option_names[field]`` when the command spells it otherwise."""
-    from text2lora.config import apply_overrides, from_dict, read_yaml_mapping
+    return build(ctx, cls, config_data(config, sets), **values)
+
+
+def build(ctx: typer.Context, cls, data: dict[str, Any], **values: Any):
+    """``cls`` from ``data`` and the command-line options in ``values`` (see :func:`settings_from`)."""
+    from text2lora.config import from_dict
 
     names = values.pop("option_names", {}) or {}
-    data = read_yaml_mapping(config) if config is not None else {}
-    apply_overrides(data, parse_sets(sets))
+    data = dict(data)
     for field, value in values.items():
         source = ctx.get_parameter_source(names.get(field, field))  # None: not an option of the command
         given = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from text2lora.data.prompts import fit_user_message, user_message
 from text2lora.data.task import Instance, TaskData
+from text2lora.errors import Text2LoraError
 
 
 MAX_CHARS_PER_TOKEN = 16
@@ -48,11 +49,11 @@ class Budget:
         for name in ("max_prompt_tokens", "max_output_tokens", "max_option_tokens", "max_options",
                      "min_instances", "max_instances", "max_tasks_per_source"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+                raise Text2LoraError(f"budget.{name} must be >= 1, got {getattr(self, name)}")
         if self.min_instances > self.max_instances:
-            raise ValueError("min_instances must not exceed max_instances")
-        if self.truncate_factor < 1:
-            raise ValueError("truncate_factor must be >= 1")
+            raise Text2LoraError("budget.min_instances must not exceed budget.max_instances")
+        if not self.truncate_factor >= 1:  # also refuses NaN
+            raise Text2LoraError("budget.truncate_factor must be >= 1")
 
 
 @dataclass

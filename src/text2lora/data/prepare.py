@@ -77,6 +77,9 @@ class PrepareConfig:
     """Explicit unseen source families (overrides ``unseen_fraction``)."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.sources, str):  # "ni1,bigbench" in a YAML config
+            self.sources = [s.strip() for s in self.sources.split(",") if s.strip()]
+        self.extra = [Path(p) for p in self.extra]
         if self.format not in FORMATS:
             raise Text2LoraError(f"unknown format {self.format!r}; use one of {', '.join(FORMATS)}")
         unknown = [s for s in self.sources if s not in SOURCES]

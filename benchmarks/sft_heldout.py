@@ -1,7 +1,7 @@
 """Validation losses of a T2L-SFT checkpoint against its start (bias-HyperInit = the base model), on held-out
 instances and on held-out descriptions (those ``text2lora data describe`` wrote after or apart from training).
 
-    python benchmarks/sft_heldout.py --config configs/smollm2-sft-run1.yaml --checkpoint runs/sft-run1/best
+    python benchmarks/sft_heldout.py --config docs/runs/sft-run1/config.yaml --checkpoint runs/sft-run1/best
 
 Uses the training recipe's own validation sets, rebuilt from the library as it is now; prints a Markdown table.
 """

@@ -114,7 +114,7 @@ def _spread(tasks: list, n: int, rng: random.Random, exclude_sources: set[str] =
 def _spread_described(tasks: list, n: int, rng: random.Random, exclude_sources: set[str] = frozenset()) -> list:
     """Like :func:`_spread`, taking tasks that have generated descriptions (training and held-out ones, from
     `text2lora data describe`) first: T2L learns from, and the description groups score with, those."""
-    picked = _spread([t for t in tasks if t.eval_descriptions], n, rng, exclude_sources)
+    picked = _spread([t for t in tasks if t.heldout_descriptions], n, rng, exclude_sources)
     if len(picked) < n:
         rest = [t for t in tasks if t not in picked]
         picked += _spread(rest, n - len(picked), rng, set(exclude_sources) | {t.source for t in picked})

@@ -72,7 +72,7 @@ def build_library(root: Path, n: int = 24) -> Path:
         splits = ["train"] * (n - 8) + ["validation"] * 4 + ["test"] * 4
         write_task_instances(root, name, instances, splits)
         tasks.append(Task(name=name, source=name, definition=desc, metric="generation",
-                          descriptions=list(dict.fromkeys([desc, desc.replace("the input", "this")])), eval_descriptions=[f"Task: {desc.lower()}"],
+                          descriptions=list(dict.fromkeys([desc, desc.replace("the input", "this")])), heldout_descriptions=[f"Task: {desc.lower()}"],
                           split="unseen" if name == "first" else "seen",
                           counts={"train": n - 8, "validation": 4, "test": 4, "total": n}))
     write_index(root, tasks, meta={"fixture": True}, dropped=[])

@@ -177,8 +177,8 @@ def test_describe_filters_caches_and_resumes(tmp_path):
     assert report.rejected == {"duplicate": 1, "empty": 1, "too short": 1}
     task = TaskLibrary.load(tmp_path / "lib").task("toy_math.addition")
     assert task.descriptions[0] == "Add two numbers."  # the task's own, always kept first
-    assert len(task.descriptions) == 3 and len(task.eval_descriptions) == 1
-    assert "Add the two numbers and write the sum." in task.descriptions + task.eval_descriptions
+    assert len(task.descriptions) == 3 and len(task.heldout_descriptions) == 1
+    assert "Add the two numbers and write the sum." in task.descriptions + task.heldout_descriptions
 
     again = describe_library(tmp_path / "lib", config, names=["toy_math.addition"], progress=False,
                              load_model=lambda name: pytest.fail("cached tasks must not load the model"))
@@ -211,7 +211,7 @@ def test_shipped_descriptions_reach_a_fresh_clone(tmp_path, monkeypatch):
     _prepare(tmp_path / "fresh")  # another machine: no describe cache at all
     assert not (tmp_path / "fresh" / "descriptions").exists()
     fresh = TaskLibrary.load(tmp_path / "fresh").task("toy_math.addition")
-    assert fresh.descriptions == described.descriptions and fresh.eval_descriptions == described.eval_descriptions
+    assert fresh.descriptions == described.descriptions and fresh.heldout_descriptions == described.heldout_descriptions
     assert (tmp_path / "fresh" / "index.json").read_bytes() == (tmp_path / "lib" / "index.json").read_bytes()
     # the shipped ones count as cached: describing the fresh library at the same settings loads no model
     again = describe_library(tmp_path / "fresh", config, names=["toy_math.addition"], progress=False,
@@ -233,10 +233,10 @@ def test_export_leaves_out_descriptions_that_leak_a_test_answer(tmp_path):
     write_json(descriptions_file(lib.root, task.name), {
         "settings": config.cache_key(), "rejected": {},
         "descriptions": [task.description, f"Add them, for example to get {answer} here.", "Sum the two numbers."],
-        "eval_descriptions": ["Write the sum of the numbers."]})
+        "heldout_descriptions": ["Write the sum of the numbers."]})
     export_descriptions(tmp_path / "lib", config, tmp_path / "out")
     record = json.loads((tmp_path / "out" / f"{task.origin}.json").read_text())["tasks"][task.name]
-    assert record == {"descriptions": ["Sum the two numbers."], "eval_descriptions": ["Write the sum of the numbers."]}
+    assert record == {"descriptions": ["Sum the two numbers."], "heldout_descriptions": ["Write the sum of the numbers."]}
 
 
 def test_description_filters():

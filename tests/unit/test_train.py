@@ -52,7 +52,7 @@ def test_sft_lowers_the_loss_and_exports_a_checkpoint(world, tmp_path):
     evals = [r for r in rows if "val_instances" in r]
     assert evals[0]["step"] == 0 and evals[-1]["step"] == 30
     assert evals[-1]["val_instances"] < 0.8 * first["val_instances"]
-    assert evals[-1]["val_descriptions"] < evals[0]["val_descriptions"]
+    assert evals[-1]["val_heldout"] < evals[0]["val_heldout"]
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
     t2l = T2L.load(tmp_path / "run" / "best")
     assert t2l.meta.trained and result.best_step in (15, 30)
@@ -233,7 +233,7 @@ def test_the_lora_fingerprint_ignores_new_descriptions_but_not_new_instances(wor
     before = library_fingerprint(own, with_descriptions=False), library_fingerprint(own)
     index = json.loads((own / "index.json").read_text())
     index["tasks"][0]["descriptions"].append("Repeat the word you are given.")
-    index["tasks"][0]["eval_descriptions"].append("Say the word again.")
+    index["tasks"][0]["heldout_descriptions"].append("Say the word again.")
     (own / "index.json").write_text(json.dumps(index))
     after = library_fingerprint(own, with_descriptions=False), library_fingerprint(own)
     assert after[0] == before[0] and after[1] != before[1]  # descriptions count only for recipes that read them

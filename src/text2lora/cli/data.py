@@ -154,7 +154,7 @@ def list_tasks(
     typer.echo(f"{'task':{width}}  split   metric           n    desc  lang      source")
     for t in tasks:
         typer.echo(f"{t.name:{width}}  {t.split or '-':6}  {t.metric:15}  {t.counts.get('total', 0):4d}  "
-                   f"{len(t.descriptions):2d}+{len(t.eval_descriptions)}  {t.language:8}  {t.source}")
+                   f"{len(t.descriptions):2d}+{len(t.heldout_descriptions)}  {t.language:8}  {t.source}")
     typer.echo(f"{len(tasks)} tasks in {len({t.source for t in tasks})} source families")
     by: dict[tuple[str, str], list] = defaultdict(list)
     for t in tasks:
@@ -182,9 +182,9 @@ def show(
     typer.echo("\ndescriptions (training; the first is the task's own):")
     for d in t.descriptions:
         typer.echo(f"  - {d}")
-    if t.eval_descriptions:
+    if t.heldout_descriptions:
         typer.echo("held-out descriptions:")
-        for d in t.eval_descriptions:
+        for d in t.heldout_descriptions:
             typer.echo(f"  - {d}")
     insts = lib.instances(t.name, "train")
     insts += [i for i in lib.instances(t.name) if i not in insts]  # train first, then the rest

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from text2lora.data.fit import rng_for
 from text2lora.data.library import TaskLibrary, description_record, descriptions_file, refresh_descriptions
-from text2lora.data.task import Instance, Task
+from text2lora.data.task import Instance, Task, heldout_of
 from text2lora.models.bundled import BUNDLED_BASE
 from text2lora.paths import write_json
 
@@ -256,7 +256,7 @@ def describe_task(task: Task, library: TaskLibrary, model, tokenizer, config: De
     n_eval = min(config.k_eval, len(accepted) // 2 if len(accepted) < want else config.k_eval)
     record = {
         "settings": config.cache_key(),
-        "eval_descriptions": accepted[:n_eval],
+        "heldout_descriptions": accepted[:n_eval],
         "descriptions": [own, *accepted[n_eval:n_eval + config.k - 1]],
         "rejected": dict(rejected),
     }
@@ -352,12 +352,12 @@ def export_descriptions(root: str | Path | None, config: DescribeConfig, dest: P
         if cache.get("settings") != settings:
             continue
         leaks = leak_strings(library.instances(task.name), library.instances(task.name, "test"))
-        clean = [d for d in [*cache.get("descriptions", []), *cache.get("eval_descriptions", [])]
+        clean = [d for d in [*cache.get("descriptions", []), *heldout_of(cache)]
                  if not any(f" {leak} " in f" {_norm(d)} " for leak in leaks)]
         own = task.description
         by_origin.setdefault(task.origin, {})[task.name] = {
             "descriptions": [d for d in cache.get("descriptions", []) if d != own and d in clean],
-            "eval_descriptions": [d for d in cache.get("eval_descriptions", []) if d in clean],
+            "heldout_descriptions": [d for d in heldout_of(cache) if d in clean],
         }
     counts: dict[str, int] = {}
     for origin, tasks in sorted(by_origin.items()):

@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from text2lora.data.task import SPLITS, Instance, Task, check_task_name
+from text2lora.data.task import SPLITS, Instance, Task, check_task_name, heldout_of
 from text2lora.errors import Text2LoraError
 from text2lora.paths import atomic_write_text, home, read_json, write_json
 
@@ -98,7 +98,7 @@ def apply_descriptions(root: Path, task: Task) -> Task:
     own = task.description
     train = [d for d in record.get("descriptions", []) if d != own]
     task.descriptions = [own, *train]
-    task.eval_descriptions = list(record.get("eval_descriptions", []))
+    task.heldout_descriptions = heldout_of(record)
     return task
 
 
@@ -192,7 +192,8 @@ def library_fingerprint(root: str | os.PathLike | None, *, with_descriptions: bo
         return sha256_file(path)[:16]
     index = read_json(path, "task library index")
     for task in index.get("tasks", []):
-        task.pop("eval_descriptions", None)
+        task.pop("heldout_descriptions", None)
+        task.pop("eval_descriptions", None)  # its name in libraries built before the rename
         task["descriptions"] = task.get("descriptions", [])[:1]  # the task's own stays: it comes with the data
     return hashlib.sha256(json.dumps(index, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -205,4 +206,4 @@ def refresh_descriptions(root: str | os.PathLike) -> int:
     tasks = [apply_descriptions(root, Task.from_json(t)) for t in index.get("tasks", [])]
     index["tasks"] = [t.to_json() for t in tasks]
     write_json(path, index)
-    return sum(1 for t in tasks if len(t.descriptions) > 1 or t.eval_descriptions)
+    return sum(1 for t in tasks if len(t.descriptions) > 1 or t.heldout_descriptions)

@@ -7,7 +7,7 @@ one JSONL line per instance, one index entry per task.
   (the first reference) and optionally ``references`` (every acceptable output, for ROUGE/exact match); a
   multiple-choice instance has ``options`` and ``answer`` (an index into them) and ``output == options[answer]``,
   which is the completion a model is trained on.
-* ``Task(name, source, definition, descriptions, eval_descriptions, metric, split, license, origin, language,
+* ``Task(name, source, definition, descriptions, heldout_descriptions, metric, split, license, origin, language,
   counts)``:
   ``source`` is the dataset family used to keep related tasks on one side of the seen/unseen split;
   ``descriptions[0]`` is the task's own description, the rest are written by ``text2lora data describe``.
@@ -102,7 +102,7 @@ class Task:
     """``generation`` (ROUGE-L / exact match) or ``multiple_choice`` (accuracy by option log-likelihood)."""
     descriptions: list[str] = field(default_factory=list)
     """Training descriptions; ``descriptions[0]`` is the task's own."""
-    eval_descriptions: list[str] = field(default_factory=list)
+    heldout_descriptions: list[str] = field(default_factory=list)
     """Held-out descriptions for evaluation."""
     split: str | None = None
     """``seen`` (training) or ``unseen`` (zero-shot); ``None`` before splitting."""
@@ -138,7 +138,14 @@ class Task:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Task:
         known = {f for f in cls.__dataclass_fields__}
+        if "eval_descriptions" in obj and "heldout_descriptions" not in obj:  # libraries built before the rename
+            obj = {**obj, "heldout_descriptions": obj["eval_descriptions"]}
         return cls(**{k: v for k, v in obj.items() if k in known})
+
+
+def heldout_of(record: dict[str, Any]) -> list[str]:
+    """The held-out descriptions of a describe record (also under the key they had before the rename)."""
+    return list(record.get("heldout_descriptions", record.get("eval_descriptions", [])))
 
 
 @dataclass

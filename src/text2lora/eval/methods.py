@@ -58,7 +58,7 @@ class DescriptionGroups:
         if group == "train":
             return task.training_descriptions[: self.n]
         if group == "heldout":
-            return task.eval_descriptions[: self.n]
+            return task.heldout_descriptions[: self.n]
         rng = random.Random(f"{self.seed}/{group}/{task.name}")
         if group == "other":
             others = [t for t in self.all_tasks if t.source != task.source and t.name != task.name]

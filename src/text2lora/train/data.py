@@ -77,10 +77,10 @@ class TrainData:
                      for n in names for i in range(len(self.val[n]))]
         sets = [ValSet("val_instances" if self.use_descriptions else "val_loss", instances)]
         if self.use_descriptions:
-            held = [ExampleRef(n, i, rng.choice(by_name[n].eval_descriptions))
-                    for n in names if by_name[n].eval_descriptions for i in range(len(self.val[n]))]
+            held = [ExampleRef(n, i, rng.choice(by_name[n].heldout_descriptions))
+                    for n in names if by_name[n].heldout_descriptions for i in range(len(self.val[n]))]
             if held:
-                sets.append(ValSet("val_descriptions", held))
+                sets.append(ValSet("val_heldout", held))
         return [s for s in sets if s.refs]
 
     def val_batches(self, refs: list[ExampleRef]):
@@ -91,5 +91,5 @@ class TrainData:
         out: list[str] = []
         for t in self.tasks:
             out.extend(t.training_descriptions)
-            out.extend(t.eval_descriptions)
+            out.extend(t.heldout_descriptions)
         return sorted(set(out))

@@ -53,7 +53,7 @@ class ReconRecipe:
         if ranks != {cfg.hypernet.lora.rank}:
             raise Text2LoraError(f"the LoRA library has rank {sorted(ranks)}; the hypernetwork emits rank {cfg.hypernet.lora.rank}")
         encoder = build_encoder(cfg.encoder)
-        texts = [d for t in self.task_info.values() for d in t.training_descriptions + t.eval_descriptions]
+        texts = [d for t in self.task_info.values() for d in t.training_descriptions + t.heldout_descriptions]
         self.embeddings = EmbeddingTable.build(encoder, texts, cache_dir)
         self.meta = CheckpointMeta(hypernet=cfg.hypernet, base_model=cfg.base_model, layout=layout, encoder=encoder.spec,
                                    trained=True, info={"recipe": "recon", "tasks": self.tasks, "loss": cfg.loss})
@@ -116,7 +116,7 @@ class ReconRecipe:
             tasks, descs = [], []
             for t in self.tasks:
                 info = self.task_info[t]
-                options = info.eval_descriptions if pick == "eval" else info.training_descriptions
+                options = info.heldout_descriptions if pick == "eval" else info.training_descriptions
                 if options:
                     tasks.append(t)
                     descs.append(options[0])

@@ -25,6 +25,17 @@ app = typer.Typer(
 )
 
 
+#: Every command: name -> "module:function" (a function is a command, a typer.Typer a group of them).
+COMMANDS = {
+    "init": "text2lora.cli.core:init",
+    "generate": "text2lora.cli.core:generate",
+    "size": "text2lora.cli.core:size",
+    "demo": "text2lora.cli.demo:demo",
+    "data": "text2lora.cli.data:app",
+    "train": "text2lora.cli.train:app",
+    "eval": "text2lora.cli.eval:eval_",
+    "serve": "text2lora.cli.serve:serve",
+}
 _registered = False
 
 
@@ -32,15 +43,15 @@ def _register() -> None:
     global _registered
     if _registered:
         return
-    from text2lora.cli import core, data, serve, train
+    import importlib
 
-    core.register(app)
-    app.add_typer(data.app, name="data")
-    app.add_typer(train.app, name="train")
-    serve.register(app)
-    from text2lora.cli.eval import register as register_eval
-
-    register_eval(app)
+    for name, target in COMMANDS.items():
+        module, _, attr = target.partition(":")
+        obj = getattr(importlib.import_module(module), attr)
+        if isinstance(obj, typer.Typer):
+            app.add_typer(obj, name=name)
+        else:
+            app.command(name=name)(obj)
     _registered = True
 
 

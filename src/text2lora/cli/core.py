@@ -136,12 +136,3 @@ def size(
         return
     print(f"variant {config.variant}: {params:,} parameters ({params / 1e6:.1f}M), {params * 4 / 2**20:.1f} MiB in fp32")
     print(f"targets: {layout.model_type}, {layout.summary()}, rank {rank}")
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(init)
-    app.command()(generate)
-    app.command()(size)
-    from text2lora.cli.demo import demo
-
-    app.command()(demo)

@@ -47,8 +47,9 @@ def eval_(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Score methods on tasks: generation by greedy decoding (ROUGE-L, exact match), multiple choice by option
-    log-likelihood (length-normalised accuracy). Scores are cached per (method, task, description).
+    """Score methods on tasks: generation by greedy decoding (strict exact match for short answers, ROUGE-L for
+    long ones, copy rate), multiple choice by option log-likelihood (length-normalised accuracy). Scores are cached
+    per (method, task, description).
 
     Example: text2lora eval -m base -m icl3 -m t2l-sft --t2l-sft runs/sft/best --tasks unseen --report reports/unseen
     --config/--set set the scoring settings (EvalSettings: max_instances, max_new_tokens, seed, ...).
@@ -82,8 +83,6 @@ def _str(path: Path | None) -> str | None:
     return str(path) if path is not None else None
 
 
-def register(app: typer.Typer) -> None:
-    app.command(name="eval")(eval_)
 
 
 def _method_groups(items: list[str]) -> dict[str, tuple[str, ...]]:

@@ -60,7 +60,3 @@ def serve(
     app = create_app(runtime, limits)
     typer.echo(f"text2lora: serving {runtime.base_model} on http://{host}:{port}/", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(serve)

@@ -90,3 +90,15 @@ def test_cancel_and_queue_full(tiny_parts):
         assert not any(e.kind == "done" for e in events)  # the cancelled request never finished
     finally:
         eng.close()
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-40, 1e-3])
+def test_tiny_temperatures_decode_greedily_and_never_fail_the_batch(engine, tiny_parts, temperature):
+    _, model, tok = tiny_parts
+    greedy = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
+    tiny = SamplingParams(max_tokens=8, temperature=temperature, top_p=0.9, ignore_eos=True)
+    jobs = [(_ids(tok, x), tiny if i % 2 else greedy) for i, x in enumerate(INPUTS * 2)]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        results = list(pool.map(lambda j: engine.generate(j[0], None, j[1]), jobs))
+    reference = {x: engine.generate(_ids(tok, x), None, greedy)[0] for x in INPUTS}
+    assert [text for text, _ in results] == [reference[x] for x in INPUTS * 2]  # every row answered, greedily

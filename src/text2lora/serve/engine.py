@@ -34,10 +34,15 @@ class QueueFull(Text2LoraError):
     """Too many requests are waiting for a slot in the decode batch."""
 
 
+MIN_TEMPERATURE = 1e-2
+"""Temperatures below this decode greedily, the limit they approach: dividing logits by 1e-300 would overflow the
+softmax into inf/nan."""
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int
-    temperature: float = 1.0  #: 0 means greedy
+    temperature: float = 1.0  #: below MIN_TEMPERATURE (0 included) means greedy
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
@@ -256,17 +261,21 @@ class DecodeEngine:
         return replace(cat, factors={k: (_layer_major(a), _layer_major(b)) for k, (a, b) in cat.factors.items()})
 
     def _sample(self, logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
-        """Next token per row: greedy where temperature is 0, else temperature / top-p sampling. logits (B, V)."""
+        """Next token per row: greedy where temperature is below :data:`MIN_TEMPERATURE` (what it tends to), else
+        temperature / top-p sampling. A row whose distribution is not finite decodes greedily: one request's
+        numbers never fail the batch. logits (B, V)."""
         tokens = logits.argmax(-1)  # (B,)
         for i, row in enumerate(rows):
             p = row.req.params
-            if p.temperature <= 0:
+            if p.temperature < MIN_TEMPERATURE:
                 continue
-            probs = torch.softmax(logits[i] / p.temperature, dim=-1)  # (V,)
+            probs = torch.softmax(logits[i].float() / p.temperature, dim=-1)  # (V,)
             if p.top_p < 1.0:
                 sorted_p, order = probs.sort(descending=True)
                 drop = sorted_p.cumsum(-1) - sorted_p > p.top_p  # keep the smallest prefix reaching top_p
                 probs = torch.zeros_like(probs).scatter_(0, order, sorted_p.masked_fill(drop, 0.0))
+            if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0:
+                continue
             tokens[i] = torch.multinomial(probs, 1, generator=row.generator)[0]
         return tokens
 
@@ -339,7 +348,7 @@ class DecodeEngine:
 
 
 def _generator(params: SamplingParams) -> torch.Generator | None:
-    if params.temperature <= 0:
+    if params.temperature < MIN_TEMPERATURE:
         return None
     g = torch.Generator()
     g.manual_seed(params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)

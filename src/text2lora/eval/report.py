@@ -143,6 +143,10 @@ def bar_chart(result, avg, path: Path) -> bool:
         xs = [i + (k - (len(splits) - 1) / 2) * width for i in present]
         bars = ax.bar(xs, [100 * scores[i] for i in present], width, label=f"{split} tasks", color=f"C{k}")
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        copies = [avg.get(labels[i], {}).get(split, {}).get("copy_rate") for i in present]
+        if any(c is not None for c in copies):  # the share of answers that repeat the input, under each bar
+            ax.bar_label(bars, labels=["" if c is None else f"copy {100 * c:.0f}%" for c in copies],
+                         label_type="center", fontsize=6, color="white")
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("score (strict EM / ROUGE-L / accuracy, x100)")

@@ -103,3 +103,19 @@ def test_slots_released_after_success(client, stream):
         r = client.post(CHAT, json={"messages": MSGS, "max_tokens": 2, "stream": stream})
         assert r.status_code == 200
     assert client.app.state.slots.used == 0
+
+
+def test_lone_surrogates_are_a_400_everywhere(client):
+    import json
+
+    bad = "\ud83d"  # sent as the JSON escape \ud83d: valid JSON, but not encodable text
+
+    def post(url, body):  # json.dumps escapes it (ensure_ascii); httpx's own JSON encoder would refuse to send it
+        return client.post(url, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+
+    _err(post("/v1/adapters", {"description": f"Translate {bad} words."}), 400)
+    _err(post(CHAT, {"messages": MSGS, "task_description": bad}), 400)
+    _err(post(CHAT, {"messages": [{"role": "user", "content": bad}]}), 400)
+    _err(post(CHAT, {"messages": [{"role": "user", "content": [{"type": "text", "text": bad}]}]}), 400)
+    _err(post("/v1/completions", {"prompt": ["ok", bad]}), 400)
+    assert post("/v1/adapters", {"description": "Translate \U0001F600 words."}).status_code == 200  # a pair is fine

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 Number = Union[StrictInt, StrictFloat]
+
+
+def _encodable(text: str) -> str:
+    """Refuse text that cannot be encoded (a lone surrogate such as "\\ud83d"): a 400, not a 500 later on."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text is not valid Unicode (it holds a lone surrogate)") from None
+    return text
+
+
+Text = Annotated[StrictStr, AfterValidator(_encodable)]
 
 
 class _Body(BaseModel):
@@ -14,17 +26,17 @@ class _Body(BaseModel):
 
 
 class AdapterRequest(_Body):
-    description: StrictStr
+    description: Text
 
 
 class TextPart(_Body):
     type: Literal["text"]
-    text: StrictStr
+    text: Text
 
 
 class Message(_Body):
     role: Literal["system", "user", "assistant", "developer"]
-    content: Union[StrictStr, list[TextPart], None] = None
+    content: Union[Text, list[TextPart], None] = None
 
     def text(self) -> str:
         if self.content is None:
@@ -39,15 +51,15 @@ class StreamOptions(_Body):
 
 
 class _Generation(_Body):
-    model: StrictStr = "base"
-    task_description: StrictStr | None = None
+    model: Text = "base"
+    task_description: Text | None = None
     max_tokens: StrictInt | None = Field(default=None, ge=1)
     temperature: Number = Field(default=1.0, ge=0.0, le=2.0)
     top_p: Number = Field(default=1.0, gt=0.0, le=1.0)
     n: StrictInt = 1
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    stop: Union[StrictStr, list[StrictStr], None] = None
+    stop: Union[Text, list[Text], None] = None
     seed: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)
     ignore_eos: StrictBool = False  #: as in vLLM: generate exactly max_tokens tokens (benchmarks)
 
@@ -66,7 +78,7 @@ class ChatRequest(_Generation):
 
 
 class CompletionRequest(_Generation):
-    prompt: Union[StrictStr, list[StrictStr]]
+    prompt: Union[Text, list[Text]]
     echo: StrictBool = False
 
     def prompts(self) -> list[str]:

@@ -248,3 +248,9 @@ def test_config_file_then_set_then_explicit_options(tmp_path):
     assert runner.invoke(app, []).exit_code == 0 and seen["s"] == EvalSettings()
     bad = runner.invoke(app, ["--set", "nope=1"])
     assert bad.exit_code != 0 and "unknown key 'nope'" in str(bad.exception)
+
+
+def test_serve_refuses_a_bad_port_before_loading_anything(capsys):
+    assert main(["serve", "--port", "99999"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["text2lora: error: Invalid value for '--port': Input should be less than or equal to 65535"]

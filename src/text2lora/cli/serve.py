@@ -17,7 +17,7 @@ def serve(
     ctx: typer.Context,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Hypernetwork checkpoint directory (default: the shipped one).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     adapter_store: Annotated[Optional[Path], typer.Option(help="Also keep generated adapters in this directory (survives restarts).")] = None,
     max_batch: Annotated[int, typer.Option(help="Sequences decoded together in one step.")] = _LIMITS.max_batch,
     max_concurrent: Annotated[int, typer.Option(help="Requests served at once; more get HTTP 429.")] = _LIMITS.max_concurrent,

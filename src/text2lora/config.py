@@ -35,6 +35,8 @@ class LoraConfig:
             raise Text2LoraError(f"lora.rank must be >= 1, got {self.rank}")
         if not 0.0 <= self.dropout < 1.0:
             raise Text2LoraError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise Text2LoraError(f"lora.alpha must be a finite number > 0, got {self.alpha}")
 
     @property
     def scale(self) -> float:

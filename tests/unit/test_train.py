@@ -240,3 +240,23 @@ def test_the_lora_fingerprint_ignores_new_descriptions_but_not_new_instances(wor
     index["tasks"][0]["counts"]["train"] += 1
     (own / "index.json").write_text(json.dumps(index))
     assert library_fingerprint(own, with_descriptions=False) != before[0]
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("loop", "lr", float("nan"), "loop.lr must be a finite number > 0, got nan"),
+    ("loop", "lr", float("inf"), "loop.lr must be a finite number > 0, got inf"),
+    ("loop", "max_grad_norm", -1.0, "loop.max_grad_norm must be a finite number > 0, got -1.0"),
+    ("loop", "weight_decay", float("nan"), "loop.weight_decay must be a finite number >= 0, got nan"),
+    ("data", "max_tasks", -1, "data.max_tasks must be >= 1 or null, got -1"),
+])
+def test_config_values_that_would_train_silently_wrong_are_refused(section, key, value, message):
+    with pytest.raises(Text2LoraError) as err:
+        build_config("sft", {section: {key: value}})
+    assert str(err.value) == message
+
+
+def test_init_refuses_a_nan_alpha(tmp_path, capsys):
+    assert main(["init", "--out", str(tmp_path / "c"), "--alpha", "nan"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["text2lora: error: lora.alpha must be a finite number > 0, got nan"]
+    assert not (tmp_path / "c").exists()  # nothing half-written

@@ -7,6 +7,7 @@ Unknown keys and wrong types are errors that name the key (``sft.loop.lr must be
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ class DataConfig:
                      "val_instances_per_task"):
             if getattr(self, name) < 1:
                 raise Text2LoraError(f"data.{name} must be >= 1")
+        for name in ("max_tasks", "val_tasks"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise Text2LoraError(f"data.{name} must be >= 1 or null, got {getattr(self, name)}")
 
 
 @dataclass
@@ -63,8 +67,12 @@ class LoopConfig:
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise Text2LoraError("loop.steps must be >= 1")
-        if self.lr <= 0:
-            raise Text2LoraError("loop.lr must be > 0")
+        for name in ("lr", "max_grad_norm"):  # NaN and inf pass a plain `<= 0` check, then train a NaN model
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise Text2LoraError(f"loop.{name} must be a finite number > 0, got {value}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise Text2LoraError(f"loop.weight_decay must be a finite number >= 0, got {self.weight_decay}")
         if not 0 <= self.warmup_ratio < 1:
             raise Text2LoraError("loop.warmup_ratio must be in [0, 1)")
         if self.precision not in PRECISIONS:

@@ -16,6 +16,7 @@ loses tasks by that, it does not gain foreign ones.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import unicodedata
 from collections import Counter
@@ -48,15 +49,21 @@ INSTRUCTION_SHARE = 0.8
 MIN_WORDS = 30
 """Sample words needed to judge the samples by themselves."""
 _TOKEN = re.compile(r"[a-z]+")
+log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=1)
 def english_vocabulary() -> frozenset[str]:
     """Whole ASCII words (two letters or more) of the bundled MiniLM encoder's uncased WordPiece vocabulary."""
+    from text2lora.errors import Text2LoraError
     from text2lora.models.bundled import BUNDLED_ENCODER, resolve_model
 
-    with open(f"{resolve_model(BUNDLED_ENCODER)}/vocab.txt", encoding="utf-8") as f:
-        return frozenset(w for w in (line.strip() for line in f) if len(w) > 1 and w.isascii() and w.isalpha())
+    try:
+        with open(f"{resolve_model(BUNDLED_ENCODER)}/vocab.txt", encoding="utf-8") as f:
+            return frozenset(w for w in (line.strip() for line in f) if len(w) > 1 and w.isascii() and w.isalpha())
+    except (Text2LoraError, OSError) as e:  # the encoder package is not installed: function words alone decide
+        log.warning("language guesses without the English vocabulary (%s)", e)
+        return frozenset()
 
 
 def _script(ch: str) -> str:

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: A trained checkpoint shipped inside the package (absent until one is trained and committed).
 SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default"
+GENERATE_BATCH = 64
+"""Descriptions per hypernetwork pass when writing many adapters."""
 
 
 class T2L:
@@ -96,18 +98,22 @@ class T2L:
         """Generate one adapter and write it as a PEFT directory."""
         return self.save_adapters([description], [out_dir])[0]
 
-    def save_adapters(self, descriptions: list[str], out_dirs: list[str | os.PathLike]) -> list[Path]:
+    def save_adapters(self, descriptions: list[str], out_dirs: list[str | os.PathLike], *,
+                      batch_size: int | None = None) -> list[Path]:
+        """Generate and write one PEFT adapter per description, ``batch_size`` hypernetwork passes at a time (so a
+        long list needs the memory of one batch, not of all its adapters at once)."""
         if len(descriptions) != len(out_dirs):
             raise Text2LoraError("one output directory per description is needed")
-        weights = self.generate(descriptions)
         base = self.peft_base_name()
-        return [
-            save_peft_adapter(
-                weights, out, base_model_name_or_path=base, index=i,
-                metadata=adapter_provenance(d, self.meta.base_model),
-            )
-            for i, (d, out) in enumerate(zip(descriptions, out_dirs))
-        ]
+        batch_size = batch_size or GENERATE_BATCH
+        paths = []
+        for start in range(0, len(descriptions), batch_size):
+            chunk = descriptions[start:start + batch_size]
+            weights = self.generate(chunk)
+            paths += [save_peft_adapter(weights, out, base_model_name_or_path=base, index=i,
+                                        metadata=adapter_provenance(d, self.meta.base_model))
+                      for i, (d, out) in enumerate(zip(chunk, out_dirs[start:start + batch_size]))]
+        return paths
 
 
 def init_checkpoint(

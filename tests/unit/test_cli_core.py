@@ -254,3 +254,36 @@ def test_serve_refuses_a_bad_port_before_loading_anything(capsys):
     assert main(["serve", "--port", "99999"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["text2lora: error: Invalid value for '--port': Input should be less than or equal to 65535"]
+
+
+def test_descriptions_files_are_bounded_and_batched(trained_ckpt, tmp_path, capsys, monkeypatch):
+    import text2lora.api as api
+    import text2lora.cli.core as core
+
+    assert run(["generate", "--descriptions-file", "/dev/zero", "--out", tmp_path / "z", "--checkpoint",
+                trained_ckpt], capsys)[0] == 2  # refused after 16 MiB, not read until memory runs out
+    big = tmp_path / "big.txt"
+    big.write_text("".join(f"task {i}\n" for i in range(core.MAX_FILE_DESCRIPTIONS + 1)))
+    code, _, err = run(["generate", "--descriptions-file", big, "--out", tmp_path / "b", "--checkpoint", trained_ckpt],
+                       capsys)
+    assert code == 2 and f"the limit is {core.MAX_FILE_DESCRIPTIONS}" in err and not (tmp_path / "b").exists()
+    # a long file is generated in batches, with the same adapters as alone
+    calls = []
+    real = api.T2L.generate
+    monkeypatch.setattr(api.T2L, "generate", lambda self, d: calls.append(len(d)) or real(self, d))
+    monkeypatch.setattr(api, "GENERATE_BATCH", 2)
+    five = tmp_path / "five.txt"
+    five.write_text("\n".join(TASKS + TASKS[:2]) + "\n")  # five lines; the one-hot encoder knows these names
+    code, _, err = run(["generate", "--descriptions-file", five, "--out", tmp_path / "five", "--checkpoint",
+                        trained_ckpt], capsys)
+    assert code == 0, err
+    assert calls == [2, 2, 1]
+    one = api.T2L.load(trained_ckpt)
+    one.save_adapter(TASKS[2], tmp_path / "single")
+    from safetensors.torch import load_file
+
+    batched = next(p for p in (tmp_path / "five").iterdir() if p.name.startswith("002-"))
+    got, alone = (load_file(str(d / "adapter_model.safetensors")) for d in (batched, tmp_path / "single"))
+    assert got.keys() == alone.keys()
+    for key in got:  # the same adapter up to float32 rounding (a batch of 2 against a batch of 1)
+        torch.testing.assert_close(got[key], alone[key], rtol=1e-5, atol=1e-6)

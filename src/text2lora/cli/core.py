@@ -60,9 +60,18 @@ def _slug(text: str, n: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n].strip("-") or "adapter"
 
 
+MAX_FILE_DESCRIPTIONS = 10_000
+"""Descriptions one --descriptions-file may hold (each becomes an adapter directory of a few MB)."""
+MAX_FILE_BYTES = 16 * 2**20
+
+
 def _read_descriptions(path: Path) -> list[str]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # bounded: /dev/zero or a huge file is refused, not read whole
+        if len(data) > MAX_FILE_BYTES:
+            raise Text2LoraError(f"descriptions file {path} is over {MAX_FILE_BYTES // 2**20} MiB")
+        lines = data.decode("utf-8").splitlines()
     except FileNotFoundError:
         raise Text2LoraError(f"descriptions file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -70,6 +79,9 @@ def _read_descriptions(path: Path) -> list[str]:
     descriptions = [line.strip() for line in lines if line.strip()]
     if not descriptions:
         raise Text2LoraError(f"descriptions file {path} has no descriptions (one per line)")
+    if len(descriptions) > MAX_FILE_DESCRIPTIONS:
+        raise Text2LoraError(f"descriptions file {path} has {len(descriptions)} descriptions; the limit is "
+                             f"{MAX_FILE_DESCRIPTIONS} (split it)")
     return descriptions
 
 

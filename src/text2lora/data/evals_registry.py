@@ -3,7 +3,7 @@
 * :func:`fetch_wheel` runs ``pip download --no-deps --only-binary :all: evals==3.0.1.post1`` into the cache
   (``home()/downloads``), checks the sha256 pinned here and returns the path; a cached file with the right hash is
   reused, a corrupt or truncated one is fetched again and refused if it still does not match.
-* :func:`iter_registry` reads the wheel as a zip file: the specs ``evals/registry/evals/*.yaml`` (class, args, which
+* :func:`load_registry` reads the wheel as a zip file: the specs ``evals/registry/evals/*.yaml`` (class, args, which
   ``samples_jsonl``) and the samples ``evals/registry/data/<set>/*.jsonl`` (chat messages with an ``ideal`` answer).
 
 What is kept: eval sets of the deterministic classes (``Match``, ``Includes``, ``FuzzyMatch``) whose samples are in
@@ -32,7 +32,6 @@ import logging
 import re
 import zipfile
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -389,8 +388,3 @@ def load_registry(wheel: Path) -> RegistryResult:
     assign_families(result.tasks, kept)
     return result
 
-
-def iter_registry(wheel: Path) -> Iterator[TaskData | LoadProblem]:
-    result = load_registry(wheel)
-    yield from result.problems
-    yield from result.tasks

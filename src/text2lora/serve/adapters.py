@@ -13,7 +13,7 @@ import time
 from concurrent.futures import Future
 
 from text2lora.api import T2L
-from text2lora.errors import Text2LoraError
+from text2lora.errors import Text2LoraError, Unavailable
 from text2lora.serve.cache import Adapter, AdapterCache, adapter_id, module_fingerprint, normalise_description
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class AdapterFactory:
             return future
         with self._cond:
             if self._closed:
-                raise Text2LoraError("the server is shutting down")
+                raise Unavailable("the server is shutting down")
             self._pending.setdefault(aid, (description, []))[1].append(future)
             self._start_locked()
             self._cond.notify()

@@ -15,7 +15,7 @@ from starlette.background import BackgroundTask
 
 from text2lora.errors import Text2LoraError
 from text2lora.serve.cache import Adapter
-from text2lora.serve.engine import Event, GenRequest, QueueFull, SamplingParams
+from text2lora.serve.engine import Event, GenRequest, SamplingParams
 from text2lora.serve.limits import ServeLimits
 from text2lora.serve.openai_errors import ApiError, error_body
 from text2lora.serve.runtime import ServeRuntime
@@ -87,12 +87,9 @@ def submit(rt: ServeRuntime, prompts: list[list[int]], adapter: Adapter | None, 
         req = GenRequest(ids, adapter.weights if adapter is not None else None, params, _sink(loop, events, i))
         try:
             rt.decoder.submit(req)
-        except QueueFull as e:
+        except Text2LoraError:
             job.cancel()
-            raise ApiError(429, str(e), "queue_full") from None
-        except Text2LoraError as e:
-            job.cancel()
-            raise ApiError(503 if "shutting down" in str(e) else 400, str(e)) from None
+            raise
         job.requests.append(req)
     return job
 

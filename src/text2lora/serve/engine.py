@@ -24,14 +24,16 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-from text2lora.errors import Text2LoraError
+from text2lora.errors import Busy, Text2LoraError, Unavailable
 from text2lora.lora import LoraWeights, apply_lora
 
 log = logging.getLogger(__name__)
 
 
-class QueueFull(Text2LoraError):
-    """Too many requests are waiting for a slot in the decode batch."""
+class QueueFull(Busy):
+    """Too many requests are waiting for a slot in the decode batch (HTTP 429)."""
+
+    code = "queue_full"
 
 
 MIN_TEMPERATURE = 1e-2
@@ -113,7 +115,7 @@ class DecodeEngine:
     def submit(self, req: GenRequest) -> None:
         with self._cond:
             if self._closed:
-                raise Text2LoraError("the server is shutting down")
+                raise Unavailable("the server is shutting down")
             if not req.prompt_ids:
                 raise Text2LoraError("the prompt is empty")
             if len(self._queue) >= self.max_queue:

@@ -62,7 +62,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Text2LoraError)
     async def _user_error(request: Request, exc: Text2LoraError) -> JSONResponse:
-        return error_response(400, str(exc), "invalid_request")
+        return error_response(exc.status, str(exc), exc.code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -3,6 +3,8 @@
     from text2lora import T2L
     t2l = T2L.load()                                  # the default checkpoint
     lora = t2l.generate(["Answer grade-school maths word problems."])
+    lora = t2l.generate("Capitalise the word.", examples=[{"input": "dog", "output": "DOG"}])  # checkpoints
+                                                      # trained with examples (CheckpointMeta.hypernet.examples)
     t2l.save_adapter("Answer grade-school maths word problems.", "adapters/gsm")   # a PEFT directory
     with apply_lora(model, lora): model.generate(...)  # or in memory, one adapter per sample
 """
@@ -19,9 +21,10 @@ from text2lora.checkpoint import CheckpointMeta, build_from_meta, load_checkpoin
 from text2lora.config import HyperNetConfig, LoraConfig
 from text2lora.encoders import Encoder, EncoderSpec, build_encoder, check_descriptions
 from text2lora.errors import Text2LoraError
+from text2lora.examples import Example, encode_examples, example_rows, examples_digest
 from text2lora.hypernet import HyperNetwork
 from text2lora.lora import LoraWeights, adapter_provenance, save_peft_adapter
-from text2lora.models.bundled import BUNDLED_BASE, BUNDLED_ENCODER, resolve_model
+from text2lora.models.bundled import BUNDLED_BASE, BUNDLED_ENCODER, hub_name, resolve_model
 from text2lora.models.targets import DEFAULT_TARGETS, TargetLayout, discover_targets
 from text2lora.paths import home
 
@@ -72,15 +75,37 @@ class T2L:
         texts = [descriptions] if isinstance(descriptions, str) else list(descriptions)
         return self.encoder.encode(check_descriptions(texts)).to(self.device)
 
-    def lora_from_embeddings(self, emb: torch.Tensor) -> LoraWeights:
+    @property
+    def max_examples(self) -> int:
+        """How many worked examples one adapter can be generated from (0: this checkpoint reads descriptions only)."""
+        return self.hypernet.max_examples
+
+    def embed_examples(self, rows: list[list[Example]]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Checked example rows -> the hypernetwork's ``(features, mask)``, or None when no row has examples."""
+        if not any(rows):
+            return None
+        if self.max_examples == 0:
+            raise Text2LoraError("this checkpoint was trained on descriptions only and cannot read examples; use a "
+                                 "checkpoint trained with hypernet.examples, or leave the examples out")
+        feats, mask = encode_examples(self.encoder.encode, rows, self.hypernet.encoder_dim, self.max_examples)
+        return feats.to(self.device), mask.to(self.device)
+
+    def lora_from_embeddings(self, emb: torch.Tensor,
+                             examples: tuple[torch.Tensor, torch.Tensor] | None = None) -> LoraWeights:
         """Run the hypernetwork (with autograd if enabled: training calls this)."""
-        return self.meta.lora(self.hypernet(emb))
+        return self.meta.lora(self.hypernet(emb, examples))
 
     @torch.inference_mode()
-    def generate(self, descriptions: str | list[str]) -> LoraWeights:
-        """One adapter per description, in memory, in one forward pass."""
+    def generate(self, descriptions: str | list[str], examples=None) -> LoraWeights:
+        """One adapter per description, in memory, in one forward pass.
+
+        ``examples`` (checkpoints trained with examples): a list of ``{"input", "output"}`` objects shared by every
+        description, or one such list per description; they shape the adapter and are never put in a prompt."""
+        texts = [descriptions] if isinstance(descriptions, str) else list(descriptions)
+        rows = example_rows(examples, len(texts))
         self.hypernet.eval()
-        return self.lora_from_embeddings(self.embed(descriptions))
+        emb = self.embed(texts)
+        return self.lora_from_embeddings(emb, self.embed_examples(rows))
 
     def check_base_model(self, base_model: str) -> None:
         """Refuse a base model whose targets differ from the ones this checkpoint was made for."""
@@ -91,28 +116,35 @@ class T2L:
                                  model=f"the base model {base_model}")
 
     def peft_base_name(self) -> str:
-        """``base_model_name_or_path`` for exported adapters: something PEFT can load here."""
-        return resolve_model(self.meta.base_model)
+        """``base_model_name_or_path`` for exported adapters: the base's hub id (:func:`~text2lora.models.bundled.hub_name`),
+        which means the same model on every machine, not a path of this one."""
+        return hub_name(self.meta.base_model)
 
-    def save_adapter(self, description: str, out_dir: str | os.PathLike) -> Path:
+    def save_adapter(self, description: str, out_dir: str | os.PathLike, examples=None) -> Path:
         """Generate one adapter and write it as a PEFT directory."""
-        return self.save_adapters([description], [out_dir])[0]
+        return self.save_adapters([description], [out_dir], examples=examples)[0]
 
     def save_adapters(self, descriptions: list[str], out_dirs: list[str | os.PathLike], *,
-                      batch_size: int | None = None) -> list[Path]:
+                      batch_size: int | None = None, examples=None) -> list[Path]:
         """Generate and write one PEFT adapter per description, ``batch_size`` hypernetwork passes at a time (so a
-        long list needs the memory of one batch, not of all its adapters at once)."""
+        long list needs the memory of one batch, not of all its adapters at once). ``examples`` as in
+        :meth:`generate`."""
         if len(descriptions) != len(out_dirs):
             raise Text2LoraError("one output directory per description is needed")
+        rows = example_rows(examples, len(descriptions))
         base = self.peft_base_name()
         batch_size = batch_size or GENERATE_BATCH
         paths = []
         for start in range(0, len(descriptions), batch_size):
             chunk = descriptions[start:start + batch_size]
-            weights = self.generate(chunk)
-            paths += [save_peft_adapter(weights, out, base_model_name_or_path=base, index=i,
-                                        metadata=adapter_provenance(d, self.meta.base_model))
-                      for i, (d, out) in enumerate(zip(chunk, out_dirs[start:start + batch_size]))]
+            chunk_rows = rows[start:start + batch_size]
+            weights = self.generate(chunk, examples=chunk_rows)
+            for i, (d, row, out) in enumerate(zip(chunk, chunk_rows, out_dirs[start:start + batch_size])):
+                metadata = adapter_provenance(d, self.meta.base_model)
+                if row:
+                    metadata["text2lora_examples"] = f"{len(row)} examples, sha256:{examples_digest(row)}"
+                paths.append(save_peft_adapter(weights, out, base_model_name_or_path=base, index=i,
+                                               metadata=metadata))
         return paths
 
 

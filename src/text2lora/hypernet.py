@@ -7,6 +7,9 @@ Three sizes differ only in the output head (picked by :func:`build_hypernetwork`
   added to the trunk before its second block to tell the two apart.
 * **S** -- one rank row at a time (``out = max(d_in, d_out)``); 2r learned codes say which row of A or column of B.
 
+With ``examples`` (:class:`ExampleConditioner`), k worked examples add a learned code to the projected
+description before the trunk; its output layer starts at zero, so k = 0 is the description-only hypernetwork.
+
 Every head keeps one bias row per code. With the head weight at zero (bias-HyperInit) the A rows hold a standard
 LoRA init and the B rows are zero, so a fresh hypernetwork's adapter has dW = 0 and the adapted model *is* the
 base model, while gradients still reach the head through B. (A single shared bias, as in M and S elsewhere, cannot
@@ -20,7 +23,8 @@ import math
 import torch
 from torch import nn
 
-from text2lora.config import HyperNetConfig
+from text2lora.config import ExamplesConfig, HyperNetConfig
+from text2lora.errors import Text2LoraError
 
 
 class ResidualMLP(nn.Module):
@@ -35,6 +39,41 @@ class ResidualMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.fc2(self.drop(nn.functional.silu(self.fc1(self.norm(x)))))
+
+
+class ExampleConditioner(nn.Module):
+    """k encoded examples -> one additive code for the task projection.
+
+    Each example is ``(input embedding, output embedding)``; a pair MLP reads ``[in, out, in * out]``, so which
+    output goes with which input matters. The pair codes are pooled (masked mean, or attention with the description
+    as the query) and projected by ``out``, which starts at zero: a fresh conditioner changes nothing, and a row
+    with no examples gets exactly zero."""
+
+    def __init__(self, encoder_dim: int, out_dim: int, config: ExamplesConfig) -> None:
+        super().__init__()
+        hidden = config.hidden
+        self.pooling = config.pooling
+        self.max_examples = config.max_examples
+        self.pair = nn.Sequential(nn.Linear(3 * encoder_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.query = nn.Linear(encoder_dim, hidden) if self.pooling == "attention" else None
+        self.norm = nn.LayerNorm(hidden)
+        self.out = nn.Linear(hidden, out_dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, task_emb: torch.Tensor, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """task_emb (N, D), feats (N, K, 2, D), mask (N, K) bool -> (N, out_dim)."""
+        e_in, e_out = feats[:, :, 0], feats[:, :, 1]
+        h = self.pair(torch.cat([e_in, e_out, e_in * e_out], dim=-1))  # (N, K, hidden)
+        present = mask.to(h.dtype)  # (N, K)
+        if self.query is None:
+            weights = present / present.sum(1, keepdim=True).clamp(min=1.0)
+        else:
+            scores = (h * self.query(task_emb)[:, None, :]).sum(-1) / math.sqrt(h.shape[-1])  # (N, K)
+            scores = scores.masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(scores, dim=1).nan_to_num(0.0) * present  # rows without examples: all zero
+        pooled = (weights[..., None] * h).sum(1)  # (N, hidden)
+        return self.out(self.norm(pooled)) * present.amax(1, keepdim=True)
 
 
 class LoraHead(nn.Module):
@@ -156,6 +195,7 @@ class HyperNetwork(nn.Module):
         head_in: int = 512,
         n_blocks: int = 2,
         dropout: float = 0.05,
+        examples: ExamplesConfig | None = None,
     ) -> None:
         super().__init__()
         self.encoder_dim = encoder_dim
@@ -177,15 +217,25 @@ class HyperNetwork(nn.Module):
         self.out_norm = nn.LayerNorm(latent)
         self.out_proj = nn.Linear(latent, head_in)
         self.head = head
+        # last, so that the rest initialises exactly as the description-only network of the same seed
+        self.examples = ExampleConditioner(encoder_dim, latent // 2, examples) if examples is not None else None
 
     @property
     def rank(self) -> int:
         return self.head.rank
 
-    def trunk(self, task_emb: torch.Tensor) -> torch.Tensor:
+    @property
+    def max_examples(self) -> int:
+        """How many examples one adapter can be generated from (0: description only)."""
+        return self.examples.max_examples if self.examples is not None else 0
+
+    def trunk(self, task_emb: torch.Tensor, examples: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """(N, D) -> head input (N, M, L, C, head_in) for all M modules, L layers and C codes at once."""
         n, m, layers = task_emb.shape[0], len(self.module_names), self.n_layers
-        t = self.task_norm(self.task_proj(task_emb))  # (N, latent/2)
+        t = self.task_proj(task_emb)  # (N, latent/2)
+        if examples is not None and self.examples is not None:
+            t = t + self.examples(task_emb, *examples)
+        t = self.task_norm(t)
         lay = self.layer_norm(self.layer_emb.weight)  # (L, latent/4)
         mod = self.module_norm(self.module_emb.weight)  # (M, latent/4)
         x = torch.cat(
@@ -203,11 +253,24 @@ class HyperNetwork(nn.Module):
             x = block(x)
         return nn.functional.silu(self.out_proj(self.out_norm(x)))
 
-    def forward(self, task_emb: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """(N, D) -> ``{module: (A (N, L, r, d_in), B (N, L, d_out, r))}``."""
+    def forward(self, task_emb: torch.Tensor, examples: tuple[torch.Tensor, torch.Tensor] | None = None,
+                ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """(N, D) -> ``{module: (A (N, L, r, d_in), B (N, L, d_out, r))}``.
+
+        ``examples``: optional ``(features (N, K, 2, D), mask (N, K))`` from
+        :func:`text2lora.examples.encode_examples`."""
         if task_emb.dim() != 2 or task_emb.shape[1] != self.encoder_dim:
             raise ValueError(f"task embeddings must be (N, {self.encoder_dim}), got {tuple(task_emb.shape)}")
-        h = self.trunk(task_emb)
+        if examples is not None:
+            feats, mask = examples
+            if feats.shape[:2] != mask.shape or feats.shape[0] != task_emb.shape[0] or feats.shape[2:] != (2, self.encoder_dim):
+                raise ValueError(f"example features must be (N, K, 2, {self.encoder_dim}) with a (N, K) mask, got "
+                                 f"{tuple(feats.shape)} and {tuple(mask.shape)}")
+            if self.examples is None:
+                if bool(mask.any()):
+                    raise Text2LoraError("this checkpoint was trained on descriptions only; it cannot read examples")
+                examples = None
+        h = self.trunk(task_emb, examples)
         out = {}
         for i, name in enumerate(self.module_names):
             d_in, d_out = self.shapes[name]
@@ -238,6 +301,7 @@ def build_hypernetwork(
             head_in=config.head_in,
             n_blocks=config.n_blocks,
             dropout=config.dropout,
+            examples=config.examples,
         )
     head.hyper_init(generator)
     return net

@@ -43,6 +43,32 @@ class LoraConfig:
         return self.alpha / (self.rank**0.5 if self.use_rslora else self.rank)
 
 
+POOLINGS = ("mean", "attention")
+
+
+@dataclass
+class ExamplesConfig:
+    """How the hypernetwork reads worked examples beside the description (``T2L+shots``).
+
+    Each example's input and output are encoded separately by the description encoder; a small pair network reads
+    ``[input, output, input * output]`` (so pairing an input with another example's output changes the code),
+    the k pair codes are pooled and projected, and the result is *added* to the projected description. That last
+    projection starts at zero, so k = 0, and any k before training, gives exactly the description-only adapter."""
+
+    max_examples: int = 8  #: K: the most examples one adapter is generated from
+    pooling: str = "attention"  #: "mean" of the pair codes, or "attention" with the description as the query
+    hidden: int = 256  #: width of the pair network
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_examples <= 64:
+            raise Text2LoraError(f"hypernet.examples.max_examples must be in 1..64, got {self.max_examples}")
+        if self.pooling not in POOLINGS:
+            raise Text2LoraError(f"hypernet.examples.pooling must be one of {', '.join(POOLINGS)}, got "
+                                 f"{self.pooling!r}")
+        if not 1 <= self.hidden <= 8192:
+            raise Text2LoraError(f"hypernet.examples.hidden must be in 1..8192, got {self.hidden}")
+
+
 @dataclass
 class HyperNetConfig:
     """Architecture of the T2L hypernetwork (paper defaults)."""
@@ -53,10 +79,13 @@ class HyperNetConfig:
     n_blocks: int | None = None  #: residual MLP blocks in the trunk (None: 2 for L and M, 3 for S)
     dropout: float = 0.05  #: dropout inside the trunk
     lora: LoraConfig = field(default_factory=LoraConfig)
+    examples: ExamplesConfig | None = None  #: also condition on worked examples (None: the description only)
 
     def __post_init__(self) -> None:
         if isinstance(self.lora, dict):
             self.lora = from_dict(LoraConfig, self.lora, "lora")
+        if isinstance(self.examples, dict):
+            self.examples = from_dict(ExamplesConfig, self.examples, "hypernet.examples")
         if self.variant not in VARIANTS:
             raise Text2LoraError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
         if self.latent < 8 or self.latent % 4:
@@ -71,7 +100,10 @@ class HyperNetConfig:
             raise Text2LoraError(f"dropout must be in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if out["examples"] is None:  # description-only checkpoints stay readable by text2lora before examples
+            del out["examples"]
+        return out
 
 
 def from_dict(cls, data: Any, where: str = "config"):

@@ -6,7 +6,9 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,12 +34,52 @@ def _check_parent_writable(target: Path) -> Path:
     return parent
 
 
+def _create_fresh(parent: Path, prefix: str, create) -> tuple[Path, Any]:
+    """``create(path)`` on a new random name in ``parent`` (retried on a clash); returns the path and the result."""
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            return path, create(path)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {parent}")
+
+
+def _new_dir(path: Path) -> None:
+    path.mkdir(mode=0o777)  # the umask applies (tempfile.mkdtemp would give 0700)
+
+
+def _new_file(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)  # not mkstemp's 0600
+
+
+def _follow_umask(root: Path) -> None:
+    """Give everything under ``root`` the modes the umask gives new files and directories.
+
+    ``root`` was made with ``mkdir(0o777)``, so its mode is ``0o777 & ~umask`` (read this way, not with
+    ``os.umask``, which would change the process-wide umask for a moment under other threads). Files written into
+    it by other libraries may be private (safetensors writes 0600): files get ``0o666 & ~umask`` (plus the
+    execute bits for executables), directories ``0o777 & ~umask``.
+    """
+    dir_mode = stat.S_IMODE(root.stat().st_mode)
+    file_mode = dir_mode & 0o666
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            path.chmod(dir_mode)
+        else:
+            executable = path.stat().st_mode & 0o111
+            path.chmod(dir_mode if executable else file_mode)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary directory beside ``target``; on success rename it to ``target``.
 
     A crash or kill before the rename leaves ``target`` untouched (old content or absent) and at worst a
-    ``.tmp-*`` sibling, never a half-written ``target``.
+    ``.tmp-*`` sibling, never a half-written ``target``. What is renamed follows the umask (0755 directories and
+    0644 files under umask 022), whoever wrote the files inside.
     """
     target = Path(target)
     parent = _check_parent_writable(target)
@@ -45,9 +87,10 @@ def atomic_dir(target: str | os.PathLike, *, overwrite: bool = True) -> Iterator
         raise Text2LoraError(f"{target} already exists")
     if target.exists() and not target.is_dir():
         raise Text2LoraError(f"{target} exists and is not a directory")
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=parent))
+    tmp, _ = _create_fresh(parent, f".tmp-{target.name}-", _new_dir)
     try:
         yield tmp
+        _follow_umask(tmp)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".old-{target.name}-", dir=parent))
             os.replace(target, old / target.name)
@@ -61,10 +104,10 @@ def atomic_dir(target: str | os.PathLike, *, overwrite: bool = True) -> Iterator
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    """Write ``data`` to ``path`` through a temporary file and a rename; the file's mode follows the umask."""
     path = Path(path)
     parent = _check_parent_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=parent)
+    tmp, fd = _create_fresh(parent, f".tmp-{path.name}-", _new_file)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -58,7 +58,10 @@ def test_cli_adapter_loads_in_peft_with_the_same_logits(bundled, trained_looking
         with apply_lora(model, lora):
             ours = model(ids).logits
     assert (ours - plain).abs().max() > 1e-2
-    base = AutoModelForCausalLM.from_pretrained(config["base_model_name_or_path"])
+    from text2lora.models.bundled import resolve_base_config
+
+    assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # portable, not a local path
+    base = AutoModelForCausalLM.from_pretrained(resolve_base_config(config["base_model_name_or_path"]))
     peft_model = PeftModel.from_pretrained(base, str(tmp_path / "a")).eval()
     with torch.no_grad():
         theirs = peft_model(input_ids=ids).logits

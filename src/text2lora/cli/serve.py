@@ -59,4 +59,4 @@ def serve(
     runtime = load_runtime(checkpoint, limits, store_dir=adapter_store)
     app = create_app(runtime, limits)
     typer.echo(f"text2lora: serving {runtime.base_model} on http://{host}:{port}/", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=limits.shutdown_grace_s)

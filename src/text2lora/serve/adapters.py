@@ -2,7 +2,9 @@
 
 A worker thread takes every pending description (deduplicated by id), runs one ``T2L.generate`` over all of them,
 splits the result into one-adapter :class:`Adapter` objects and puts them in the cache. Callers get a
-``concurrent.futures.Future`` (await it with ``asyncio.wrap_future``).
+``concurrent.futures.Future`` (await it with ``asyncio.wrap_future``). A batch whose forward pass raises is retried
+one description at a time, so one bad description fails only its own requests; at :meth:`AdapterFactory.close`
+every waiting request gets :class:`~text2lora.errors.Unavailable`.
 """
 
 from __future__ import annotations
@@ -65,7 +67,11 @@ class AdapterFactory:
     def close(self) -> None:
         with self._cond:
             self._closed = True
+            pending, self._pending = self._pending, {}
             self._cond.notify_all()
+        for _, futures in pending.values():
+            for f in futures:
+                _settle(f, error=Unavailable("the server is shutting down"))
         if self._thread is not None:
             self._thread.join(timeout=10)
 
@@ -87,26 +93,51 @@ class AdapterFactory:
             self._generate(batch)
 
     def _generate(self, batch: dict[str, tuple[str, list[Future]]]) -> None:
-        ids = list(batch)
+        """One forward pass for the batch; if it raises, one per description, so a failure stays with its own."""
         try:
-            start = time.perf_counter()
-            weights = self.t2l.generate([batch[i][0] for i in ids])
-            ms = (time.perf_counter() - start) * 1e3
-        except Exception as e:  # noqa: BLE001 - handed to every waiting request
-            if not isinstance(e, Text2LoraError):
-                log.exception("adapter generation failed")
-            for aid in ids:
-                for f in batch[aid][1]:
-                    f.set_exception(e)
-            return
-        for k, aid in enumerate(ids):
-            item = Adapter(aid, batch[aid][0], _own(weights.select(k)), ms)
+            self._generate_together(batch)
+        except Exception as e:  # noqa: BLE001 - handed to the waiting requests
+            if len(batch) == 1:
+                self._fail(batch, e)
+                return
+            for aid, entry in batch.items():
+                try:
+                    self._generate_together({aid: entry})
+                except Exception as one:  # noqa: BLE001 - this description's requests only
+                    self._fail({aid: entry}, one)
+
+    def _generate_together(self, batch: dict[str, tuple[str, list[Future]]]) -> None:
+        ids = list(batch)
+        start = time.perf_counter()
+        weights = self.t2l.generate([batch[i][0] for i in ids])
+        ms = (time.perf_counter() - start) * 1e3
+        items = [Adapter(aid, batch[aid][0], _own(weights.select(k)), ms) for k, aid in enumerate(ids)]
+        del weights  # the batch's storage, before the cache takes the copies
+        for item in items:
             try:
                 self.cache.put(item)
             except (OSError, Text2LoraError):
-                log.exception("could not store adapter %s on disk; it is kept in memory only", aid)
-            for f in batch[aid][1]:
-                f.set_result(item)
+                log.exception("could not store adapter %s on disk; it is kept in memory only", item.id)
+            for f in batch[item.id][1]:
+                _settle(f, result=item)
+
+    @staticmethod
+    def _fail(batch: dict[str, tuple[str, list[Future]]], error: Exception) -> None:
+        if not isinstance(error, Text2LoraError):
+            log.error("adapter generation failed", exc_info=error)
+        for _, futures in batch.values():
+            for f in futures:
+                _settle(f, error=error)
+
+
+def _settle(future: Future, *, result=None, error: BaseException | None = None) -> None:
+    """Resolve a future unless its waiter already cancelled it (a request cut by shutdown or a disconnect)."""
+    if not future.set_running_or_notify_cancel():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _own(weights):

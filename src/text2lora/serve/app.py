@@ -24,7 +24,8 @@ from fastapi.responses import HTMLResponse, Response
 from text2lora.serve import completions as cmp
 from text2lora.serve.cache import Adapter, is_adapter_id
 from text2lora.serve.limits import ServeLimits
-from text2lora.serve.openai_errors import ApiError, BodySizeLimit, install_error_handlers
+from text2lora.serve.guards import BodyGuard, ShutdownGuard
+from text2lora.serve.openai_errors import ApiError, install_error_handlers
 from text2lora.serve.runtime import ServeRuntime
 from text2lora.serve.schemas import AdapterRequest, ChatRequest, CompletionRequest
 
@@ -128,10 +129,11 @@ def create_app(runtime: ServeRuntime, limits: ServeLimits | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        runtime.close()
+        await asyncio.to_thread(runtime.close)  # off the event loop: requests cut by shutdown still get their 503
 
     app = FastAPI(title="text2lora", version=_version(), lifespan=lifespan, docs_url="/docs", redoc_url=None)
-    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodyGuard, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
+    app.add_middleware(ShutdownGuard)  # added last: the outermost, so a cut body read is a 503 too
     install_error_handlers(app)
     slots = Slots(limits.max_concurrent)
     app.state.runtime, app.state.limits, app.state.slots = runtime, limits, slots
@@ -191,8 +193,7 @@ async def chat(body: ChatRequest, ctx: Ctx):
     runtime, limits = ctx.runtime, ctx.limits
     with ctx.slots.hold() as held:
         params = cmp.sampling_params(body, limits)
-        prompt = cmp.render_chat(runtime, body, limits)
-        ids = cmp.tokenize(runtime, prompt, params, limits, "messages")
+        ids = cmp.check_prompt(runtime, cmp.chat_ids(runtime, body, limits), params, limits, "messages")
         name, adapter = await ctx.resolve(body.model, body.task_description)
         job = cmp.submit(runtime, [ids], adapter, params)
         chunk = cmp.chat_chunker(name)
@@ -212,7 +213,7 @@ async def completions(body: CompletionRequest, ctx: Ctx):
         prompts = body.prompts()
         if not 1 <= len(prompts) <= limits.max_prompts:
             raise ApiError(400, f"give 1 to {limits.max_prompts} prompts", "invalid_request", "prompt")
-        ids = [cmp.tokenize(runtime, p, params, limits, "prompt") for p in prompts]
+        ids = [cmp.check_prompt(runtime, cmp.text_ids(runtime, p), params, limits, "prompt") for p in prompts]
         name, adapter = await ctx.resolve(body.model, body.task_description)
         job = cmp.submit(runtime, ids, adapter, params)
         if not body.stream:

@@ -1,5 +1,8 @@
 """``/v1/chat/completions`` and ``/v1/completions``: validate, pick the adapter, submit to the engine, answer in
-OpenAI's shapes (one JSON object, or server-sent events when ``stream`` is true)."""
+OpenAI's shapes (one JSON object, or server-sent events when ``stream`` is true).
+
+User text is never parsed for special tokens: a ``<|im_start|>system`` inside a message or a prompt is encoded as
+the ordinary text it is; only the chat template's own markers become control tokens."""
 
 from __future__ import annotations
 
@@ -51,23 +54,31 @@ def sampling_params(body: ChatRequest | CompletionRequest, limits: ServeLimits) 
                           top_p=float(body.top_p), stop=tuple(stops), seed=body.seed, ignore_eos=body.ignore_eos)
 
 
-def render_chat(rt: ServeRuntime, body: ChatRequest, limits: ServeLimits) -> str:
+def chat_ids(rt: ServeRuntime, body: ChatRequest, limits: ServeLimits) -> list[int]:
+    """The conversation through the chat template, tokenised with the template's markers as control tokens and
+    the messages' text as plain text (control tokens inside it are spelled out, not obeyed)."""
     if len(body.messages) > limits.max_messages:
         raise ApiError(400, f"{len(body.messages)} messages; the limit is {limits.max_messages}", "invalid_request",
                        "messages")
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
     tok = rt.tokenizer
     if not getattr(tok, "chat_template", None):
-        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+        return text_ids(rt, "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: ")
     try:
-        return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False,
+                                            sanitize_control_tokens=True))
     except Exception as e:  # noqa: BLE001 - a template that rejects this conversation (e.g. role order)
         raise ApiError(400, f"the chat template rejects these messages: {str(e)[:200]}", "invalid_request",
                        "messages") from None
 
 
-def tokenize(rt: ServeRuntime, text: str, params: SamplingParams, limits: ServeLimits, param: str) -> list[int]:
-    ids = rt.tokenizer(text, add_special_tokens=False)["input_ids"]
+def text_ids(rt: ServeRuntime, text: str) -> list[int]:
+    """A prompt's tokens, all of it plain text: special-token strings in it are not parsed as special tokens."""
+    return list(rt.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+
+def check_prompt(rt: ServeRuntime, ids: list[int], params: SamplingParams, limits: ServeLimits,
+                 param: str) -> list[int]:
     if not ids:
         raise ApiError(400, "the prompt is empty", "invalid_request", param)
     if len(ids) > limits.max_prompt_tokens:
@@ -111,12 +122,19 @@ async def collect(job: Job) -> list[tuple[str, Event]]:
             if ev.kind == "delta":
                 texts[i].append(ev.text)
             elif ev.kind == "error":
-                raise ApiError(500, ev.text, "internal_error")
+                raise failure(ev)
             else:
                 done[i] = ev
     finally:
         job.cancel()  # no-op for finished requests; stops the rest if the client went away
     return [("".join(t), d) for t, d in zip(texts, done)]
+
+
+def failure(ev: Event) -> ApiError:
+    """What an engine ``error`` event answers: the user-error class it carries (its status and code), else 500."""
+    if ev.error is not None:
+        return ApiError(ev.error.status, str(ev.error), ev.error.code)
+    return ApiError(500, ev.text, "internal_error")
 
 
 def usage(events: list[Event]) -> dict:
@@ -158,7 +176,8 @@ def stream_response(job: Job, chunk: Callable[[int, str | None, str | None], dic
                 if ev.kind == "delta":
                     yield _sse(chunk(i, ev.text, None))
                 elif ev.kind == "error":
-                    yield _sse(error_body(500, ev.text, "internal_error"))
+                    err = failure(ev)
+                    yield _sse(error_body(err.status, err.message, err.code))
                     break
                 else:
                     finished.append(ev)

@@ -8,6 +8,12 @@ an all-zero adapter; a batch with no adapter at all runs without hooks). Finishe
 and fully padded cache columns are trimmed, so a long request never holds short ones back.
 
 Requests stream :class:`Event` objects to a sink callable (called on the engine thread).
+
+One request's failure is its own: adapters and prompts are checked in :meth:`DecodeEngine.submit`; a prefill that
+raises is retried one request at a time; an exception while sampling or emitting one row, or a row whose logits
+are NaN, fails that row alone. Only a decode step's model call failing (a bug, not input) fails the batch. At
+:meth:`DecodeEngine.close` every request still running or waiting gets an ``error`` event carrying
+:class:`~text2lora.errors.Unavailable`.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ MIN_TEMPERATURE = 1e-2
 softmax into inf/nan."""
 
 
+NAN_LOGITS = "internal error: the model's output for this request is not a number (is its adapter broken?)"
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int
@@ -53,13 +62,15 @@ class SamplingParams:
 
 @dataclass
 class Event:
-    """``delta`` (new text), ``done`` (finish_reason and token counts) or ``error`` (message)."""
+    """``delta`` (new text), ``done`` (finish_reason and token counts) or ``error`` (message; ``error`` is the
+    :class:`Text2LoraError` to answer with, or None for an internal failure)."""
 
     kind: str
     text: str = ""
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    error: Text2LoraError | None = None
 
 
 @dataclass(eq=False)
@@ -81,6 +92,7 @@ class _Row:
     ids: list[int] = field(default_factory=list)
     sent: int = 0  #: characters of decoded text already emitted
     generator: torch.Generator | None = None
+    failed: str | None = None  #: why this row alone failed (it leaves the batch at the next emit)
 
 
 class DecodeEngine:
@@ -94,11 +106,13 @@ class DecodeEngine:
         self.eos_ids = (set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}) - {None}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.device = next(model.parameters()).device
+        self.vocab_size = model.get_input_embeddings().num_embeddings
         self._queue: deque[GenRequest] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._zero: LoraWeights | None = None
+        self._zero: LoraWeights | None = None  #: the all-zero adapter base-model rows get in a mixed batch
+        self._kind: tuple | None = None  #: (rank, scale, targets, layout) of the first adapter: every later one matches
         self._reset()
         self.steps = 0  #: decode steps run (for tests and stats)
         self.max_rows_seen = 0
@@ -116,8 +130,7 @@ class DecodeEngine:
         with self._cond:
             if self._closed:
                 raise Unavailable("the server is shutting down")
-            if not req.prompt_ids:
-                raise Text2LoraError("the prompt is empty")
+            self._check(req)
             if len(self._queue) >= self.max_queue:
                 raise QueueFull(f"{len(self._queue)} requests are already waiting; try again shortly")
             self._queue.append(req)
@@ -125,6 +138,23 @@ class DecodeEngine:
                 self._thread = threading.Thread(target=self._run, name="t2l-decode", daemon=True)
                 self._thread.start()
             self._cond.notify()
+
+    def _check(self, req: GenRequest) -> None:
+        """Refuse, at submission, what would fail the batch it joins (called under the lock)."""
+        if not req.prompt_ids:
+            raise Text2LoraError("the prompt is empty")
+        if min(req.prompt_ids) < 0 or max(req.prompt_ids) >= self.vocab_size:
+            raise Text2LoraError(f"prompt token ids must be in [0, {self.vocab_size})")
+        a = req.adapter
+        if a is None:
+            return
+        if a.n != 1:
+            raise Text2LoraError(f"a request takes one adapter, got {a.n}")
+        kind = (a.rank, a.scale, frozenset(a.factors), a.layout)
+        if self._kind is None:
+            self._kind = kind
+        elif kind[:3] != self._kind[:3] or not a.layout.compatible_with(self._kind[3]):
+            raise Text2LoraError("the adapter's layout, rank or scale differs from the adapters this engine serves")
 
     def generate(self, prompt_ids: list[int], adapter: LoraWeights | None, params: SamplingParams) -> tuple[str, Event]:
         """Blocking convenience: the full text and the ``done`` event."""
@@ -138,7 +168,7 @@ class DecodeEngine:
             if ev.kind == "delta":
                 parts.append(ev.text)
             elif ev.kind == "error":
-                raise RuntimeError(ev.text)
+                raise ev.error if ev.error is not None else RuntimeError(ev.text)
             else:
                 return "".join(parts), ev
 
@@ -162,18 +192,42 @@ class DecodeEngine:
             while True:
                 new = self._take()
                 if new is None:
-                    self._fail(self._rows, "the server is shutting down")
+                    self._shut_down()
                     return
-                try:
-                    if new:
-                        self._admit(new)
-                    if self._rows:
+                if new:
+                    self._admit_each(new)
+                if self._rows:
+                    try:
                         self._step()
-                except Exception as e:  # noqa: BLE001 - a bug: fail the batch, keep serving
-                    log.exception("decode step failed")
-                    self._fail(self._rows + [_Row(r) for r in new if r not in {row.req for row in self._rows}],
-                               f"internal error: {type(e).__name__}")
-                    self._reset()
+                    except Exception as e:  # noqa: BLE001 - the model call itself failed (a bug): fail the batch
+                        log.exception("decode step failed")
+                        self._fail(self._rows, f"internal error: {type(e).__name__}")
+                        self._reset()
+
+    def _shut_down(self) -> None:
+        """Every request still decoding or waiting gets :class:`Unavailable` (HTTP 503)."""
+        with self._cond:
+            waiting = [_Row(r) for r in self._queue]
+            self._queue.clear()
+        self._fail(self._rows + waiting, "the server is shutting down", Unavailable("the server is shutting down"))
+        self._reset()
+
+    def _admit_each(self, reqs: list[GenRequest]) -> None:
+        """Prefill ``reqs`` together; if that raises, one at a time, so a request that fails fails alone."""
+        try:
+            self._admit(reqs)
+            return
+        except Exception as e:  # noqa: BLE001 - isolated below
+            if len(reqs) == 1:
+                log.exception("prefill failed")
+                self._fail([_Row(reqs[0])], f"internal error: {type(e).__name__}")
+                return
+        for req in reqs:
+            try:
+                self._admit([req])
+            except Exception as e:  # noqa: BLE001 - this request alone
+                log.exception("prefill failed")
+                self._fail([_Row(req)], f"internal error: {type(e).__name__}")
 
     def _take(self) -> list[GenRequest] | None:
         with self._cond:
@@ -198,6 +252,8 @@ class DecodeEngine:
             return taken
 
     def _admit(self, reqs: list[GenRequest]) -> None:
+        """Prefill ``reqs`` and join them to the running batch; nothing changes state until the model call and
+        sampling have succeeded."""
         rows = [_Row(r, generator=_generator(r.params)) for r in reqs]
         width = max(len(r.prompt_ids) for r in reqs)
         ids = torch.full((len(reqs), width), self.pad_id, dtype=torch.long)
@@ -209,10 +265,11 @@ class DecodeEngine:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         lora = self._cat_adapters([r.adapter for r in reqs])
         logits, kv = self._forward(ids, mask, positions, [], lora)
-        self._merge(rows, kv, mask)
         first = self._sample(logits, rows)
+        running = self._cat_adapters([row.req.adapter for row in self._rows + rows])
+        self._merge(rows, kv, mask)
         self._next = torch.cat([self._next, first])
-        self._lora = self._cat_adapters([row.req.adapter for row in self._rows])
+        self._lora = running
         self._emit(len(self._rows) - len(rows), first.tolist())
 
     def _step(self) -> None:
@@ -263,23 +320,38 @@ class DecodeEngine:
         return replace(cat, factors={k: (_layer_major(a), _layer_major(b)) for k, (a, b) in cat.factors.items()})
 
     def _sample(self, logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
-        """Next token per row: greedy where temperature is below :data:`MIN_TEMPERATURE` (what it tends to), else
-        temperature / top-p sampling. A row whose distribution is not finite decodes greedily: one request's
-        numbers never fail the batch. logits (B, V)."""
+        """Next token per row (see :meth:`_sample_row`); a row whose logits hold NaN, or whose sampling raises,
+        is marked failed (greedy token as a placeholder) and leaves at the next emit. logits (B, V)."""
         tokens = logits.argmax(-1)  # (B,)
+        nan = torch.isnan(logits).any(-1).tolist()  # (B,)
         for i, row in enumerate(rows):
-            p = row.req.params
-            if p.temperature < MIN_TEMPERATURE:
+            if nan[i]:
+                row.failed = NAN_LOGITS
                 continue
-            probs = torch.softmax(logits[i].float() / p.temperature, dim=-1)  # (V,)
-            if p.top_p < 1.0:
-                sorted_p, order = probs.sort(descending=True)
-                drop = sorted_p.cumsum(-1) - sorted_p > p.top_p  # keep the smallest prefix reaching top_p
-                probs = torch.zeros_like(probs).scatter_(0, order, sorted_p.masked_fill(drop, 0.0))
-            if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0:
+            try:
+                token = self._sample_row(logits[i], row)
+            except Exception as e:  # noqa: BLE001 - this row alone
+                log.exception("sampling failed")
+                row.failed = f"internal error: {type(e).__name__}"
                 continue
-            tokens[i] = torch.multinomial(probs, 1, generator=row.generator)[0]
+            if token is not None:
+                tokens[i] = token
         return tokens
+
+    def _sample_row(self, logits: torch.Tensor, row: _Row) -> int | None:
+        """One row's token, or None for greedy: greedy where temperature is below :data:`MIN_TEMPERATURE` (what it
+        tends to), else temperature / top-p sampling; a distribution that is not finite decodes greedily. (V,)"""
+        p = row.req.params
+        if p.temperature < MIN_TEMPERATURE:
+            return None
+        probs = torch.softmax(logits.float() / p.temperature, dim=-1)  # (V,)
+        if p.top_p < 1.0:
+            sorted_p, order = probs.sort(descending=True)
+            drop = sorted_p.cumsum(-1) - sorted_p > p.top_p  # keep the smallest prefix reaching top_p
+            probs = torch.zeros_like(probs).scatter_(0, order, sorted_p.masked_fill(drop, 0.0))
+        if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0:
+            return None
+        return int(torch.multinomial(probs, 1, generator=row.generator)[0])
 
     def _emit(self, offset: int, tokens: list[int]) -> None:
         """Append each row's new token, send text deltas, retire finished and cancelled rows."""
@@ -288,7 +360,15 @@ class DecodeEngine:
             if i < offset:
                 keep.append(i)
                 continue
-            done = row.req.cancelled or self._advance(row, tokens[i - offset])
+            if row.failed is not None:
+                self._fail([row], row.failed)
+                continue
+            try:
+                done = row.req.cancelled or self._advance(row, tokens[i - offset])
+            except Exception as e:  # noqa: BLE001 - this row alone (detokenising, stop strings)
+                log.exception("emitting a token failed")
+                self._fail([row], f"internal error: {type(e).__name__}")
+                continue
             if not done:
                 keep.append(i)
         if len(keep) < len(self._rows):
@@ -344,9 +424,9 @@ class DecodeEngine:
         if self._lora is not None and all(r.req.adapter is None for r in self._rows):
             self._lora = None
 
-    def _fail(self, rows: list[_Row], message: str) -> None:
+    def _fail(self, rows: list[_Row], message: str, error: Text2LoraError | None = None) -> None:
         for row in rows:
-            self._send(row, Event("error", message))
+            self._send(row, Event("error", message, error=error))
 
 
 def _generator(params: SamplingParams) -> torch.Generator | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 from text2lora.errors import Text2LoraError
@@ -16,6 +17,8 @@ class ServeLimits:
     max_tokens: int = 512  #: largest ``max_tokens`` a request may ask for
     default_max_tokens: int = 128  #: used when a request gives none
     max_body_bytes: int = 256 * 1024  #: HTTP request body
+    body_timeout_s: float = 10.0  #: the whole body must arrive within this many seconds of the request (else 408)
+    shutdown_grace_s: float = 5.0  #: on SIGTERM, requests still running after this long are answered 503
     max_concurrent: int = 64  #: requests being served at once (adapter creation and generation, streaming included)
     max_queue: int = 64  #: generation requests waiting for a slot in the decode batch
     max_batch: int = 16  #: sequences decoded together in one step
@@ -30,7 +33,7 @@ class ServeLimits:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if value < 0 or (value == 0 and f.name != "gather_ms"):
+            if not math.isfinite(value) or value < 0 or (value == 0 and f.name != "gather_ms"):
                 raise Text2LoraError(f"serve limit {f.name} must be positive, got {value}")
         if self.default_max_tokens > self.max_tokens:
             raise Text2LoraError("default_max_tokens cannot exceed max_tokens")

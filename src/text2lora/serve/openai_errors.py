@@ -1,12 +1,12 @@
 """Errors in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, for every failure path.
 
-User input yields 4xx; only a bug yields 500. The body-size limit is an ASGI middleware so an oversized body is
-refused before it is parsed.
+User input yields 4xx (:class:`~text2lora.errors.Text2LoraError` and its subclasses carry their status; an
+:class:`ApiError` also names its OpenAI ``code`` and ``param``), the server's own state 429 or 503, and only a bug
+500. The HTTP-level guards (body size and read timeout, shutdown) are ASGI middleware in ``guards.py``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 
 from fastapi import FastAPI, Request
@@ -19,7 +19,7 @@ from text2lora.errors import Text2LoraError
 log = logging.getLogger(__name__)
 
 _TYPES = {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_request_error",
-          413: "invalid_request_error", 415: "invalid_request_error", 429: "rate_limit_error",
+          408: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error", 429: "rate_limit_error",
           500: "server_error", 503: "server_error"}
 
 
@@ -78,57 +78,3 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, f"internal error ({type(exc).__name__})", "internal_error")
-
-
-class BodySizeLimit:
-    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413 before the app reads them."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None:
-            try:
-                declared = int(length)
-            except ValueError:
-                await _send_error(send, 400, "invalid Content-Length header")
-                return
-            if declared > self.max_bytes:
-                await _send_error(send, 413, f"the request body is {declared} bytes; the limit is {self.max_bytes}",
-                                  "body_too_large")
-                return
-        chunks, total, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay([message], receive), send)
-                return
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > self.max_bytes:
-                await _send_error(send, 413, f"the request body exceeds {self.max_bytes} bytes", "body_too_large")
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        await self.app(scope, _replay([body], receive), send)
-
-
-def _replay(messages: list[dict], receive):
-    pending = list(messages)
-
-    async def replay() -> dict:
-        return pending.pop(0) if pending else await receive()
-
-    return replay
-
-
-async def _send_error(send, status: int, message: str, code: str | None = None) -> None:
-    payload = json.dumps(error_body(status, message, code)).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
-    await send({"type": "http.response.body", "body": payload})

@@ -29,6 +29,7 @@ app = typer.Typer(
 COMMANDS = {
     "init": "text2lora.cli.core:init",
     "generate": "text2lora.cli.core:generate",
+    "export": "text2lora.cli.export:app",
     "size": "text2lora.cli.core:size",
     "demo": "text2lora.cli.demo:demo",
     "data": "text2lora.cli.data:app",

@@ -91,8 +91,10 @@ def generate(
     checkpoint: Annotated[Optional[Path], typer.Option(help="Hypernetwork checkpoint directory (default: the shipped one).")] = None,
     descriptions_file: Annotated[Optional[Path], typer.Option(help="A text file with one description per line.")] = None,
     base_model: Annotated[Optional[str], typer.Option(help="Check that the adapter fits this base model (default: the checkpoint's).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="peft (an adapter directory) or gguf (a llama.cpp / Ollama LoRA file, --out plus .gguf).")] = "peft",
+    outtype: Annotated[str, typer.Option(help="GGUF tensor type: f32 or f16.")] = "f32",
 ) -> None:
-    """Generate PEFT LoRA adapter directories from task descriptions, in one hypernetwork forward pass.
+    """Generate LoRA adapters (PEFT directories, or llama.cpp GGUF files) from task descriptions, in one hypernetwork forward pass.
 
     Example: text2lora generate "Classify the sentiment of a movie review as positive or negative." --out sentiment
     """
@@ -103,6 +105,8 @@ def generate(
     descriptions = [description] if description is not None else _read_descriptions(descriptions_file)
     if any(not d.strip() for d in descriptions):
         raise Text2LoraError("the description is empty")
+    if fmt not in ("peft", "gguf"):
+        raise Text2LoraError(f"unknown --format {fmt!r}; choose peft or gguf")
     t2l = T2L.load(checkpoint)
     if base_model is not None:
         t2l.check_base_model(base_model)
@@ -110,7 +114,13 @@ def generate(
         outs = [out]
     else:
         outs = [out / f"{i:03d}-{_slug(d)}" for i, d in enumerate(descriptions)]
-    paths = t2l.save_adapters(descriptions, outs)
+    if fmt == "gguf":
+        from text2lora.export.gguf import save_gguf_adapters
+
+        outs = [o if o.suffix == ".gguf" else Path(f"{o}.gguf") for o in outs]
+        paths = save_gguf_adapters(t2l, descriptions, outs, outtype=outtype)
+    else:
+        paths = t2l.save_adapters(descriptions, outs)
     if descriptions_file is not None:
         from text2lora.paths import write_json
 

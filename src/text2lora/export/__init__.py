@@ -1,0 +1,1 @@
+"""Adapters in other programs' formats: :mod:`text2lora.export.gguf` (llama.cpp, Ollama)."""

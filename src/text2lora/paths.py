@@ -35,9 +35,10 @@ def _check_parent_writable(target: Path) -> Path:
 
 
 def _create_fresh(parent: Path, prefix: str, create) -> tuple[Path, Any]:
-    """``create(path)`` on a new random name in ``parent`` (retried on a clash); returns the path and the result."""
+    """``create(path)`` on a new random name in ``parent`` (eight characters like mkdtemp's, retried on a clash);
+    returns the path and the result."""
     for _ in range(100):
-        path = parent / f"{prefix}{secrets.token_hex(6)}"
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
         try:
             return path, create(path)
         except FileExistsError:

@@ -6,11 +6,12 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,35 @@ def atomic_dir(target: str | os.PathLike, *, overwrite: bool = True) -> Iterator
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+#: What :func:`atomic_dir` and :func:`atomic_write_bytes` leave behind when killed: ``.tmp-<name>-XXXXXXXX`` (and
+#: ``.old-<name>-XXXXXXXX``), the suffix being :func:`tempfile.mkdtemp`'s eight characters.
+_TEMPORARY = re.compile(r"^\.(?:tmp|old)-(?P<name>.+)-[a-z0-9_]{8}$")
+
+
+def remove_stale_temporaries(parent: str | os.PathLike, names: Iterable[str] | None = None,
+                             match=None) -> list[Path]:
+    """Remove what killed atomic writes left in ``parent``: ``.tmp-``/``.old-`` entries made for one of
+    ``names`` (or whose name ``match`` accepts). Nothing else is touched; returns what was removed."""
+    parent = Path(parent)
+    wanted = set(names or ())
+    removed = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMPORARY.match(entry.name)
+        if not m or not (m["name"] in wanted or (match is not None and match(m["name"]))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

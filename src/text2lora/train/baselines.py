@@ -13,7 +13,7 @@ import torch
 
 from text2lora.data.library import TaskLibrary
 from text2lora.models.base import default_device, load_base_model
-from text2lora.paths import atomic_dir
+from text2lora.paths import atomic_dir, remove_stale_temporaries
 from text2lora.train.config import LoraTrainConfig
 from text2lora.train.data import TrainData
 from text2lora.train.losses import grouped_completion_loss
@@ -23,11 +23,18 @@ MULTITASK = "_multitask"
 
 
 def peft_model_for(model, cfg: LoraTrainConfig):
+    """``model`` wrapped with the config's LoRA, its A factors initialised from ``cfg.loop.seed``.
+
+    PEFT draws A from torch's global generator; the draw happens inside a forked RNG seeded with the run's seed,
+    so two runs of one config start from the same weights and the caller's RNG state is left as it was."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, use_rslora=cfg.use_rslora,
                         target_modules=list(cfg.targets), bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):  # manual_seed seeds every CUDA device too: restore them all
+        torch.manual_seed(cfg.loop.seed)
+        return get_peft_model(model, config)
 
 
 class LoraRecipe:
@@ -84,6 +91,7 @@ def install_adapter(run_dir: Path, library_dir: Path, name: str) -> Path:
     """Copy a run's best adapter (or its final one) into the LoRA library as ``<library>/<name>``."""
     source = run_dir / "best" if (run_dir / "best" / "adapter_config.json").is_file() else run_dir / "final"
     target = Path(library_dir) / name
+    remove_stale_temporaries(library_dir, [name])  # an install killed before its rename
     with atomic_dir(target) as tmp:
         for f in source.iterdir():
             if f.is_file():

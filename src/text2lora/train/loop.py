@@ -24,7 +24,8 @@ from text2lora.paths import write_json
 from text2lora.train.config import LoopConfig
 from text2lora.train.metrics_log import MetricLogger, plot_curves
 from text2lora.train.state import (
-    find_resume_point,
+    clean_run_dir,
+    latest_checkpoint,
     list_checkpoints,
     load_training_checkpoint,
     prune_checkpoints,
@@ -99,11 +100,14 @@ def run_config(cfg, library_root, *, uses_descriptions: bool = True, **extra) ->
         library_root, with_descriptions=uses_descriptions), **extra}
 
 
-def check_resume_config(out_dir: Path, config: dict[str, Any]) -> Path:
-    """The checkpoint to resume from, after checking it was made with this config (and data)."""
+def check_resume_config(out_dir: Path, config: dict[str, Any]) -> Path | None:
+    """The checkpoint to resume from, after checking it was made with this config (and data); None when
+    ``out_dir`` holds none yet (a run killed before its first checkpoint): the run then starts afresh."""
     from text2lora.paths import read_json
 
-    point = find_resume_point(Path(out_dir))
+    point = latest_checkpoint(Path(out_dir))
+    if point is None:
+        return None
     saved = read_json(point / "config.json", "checkpoint config")
     if config_fingerprint(saved) != config_fingerprint(config):
         a, b = _fingerprinted(saved), _fingerprinted(config)
@@ -145,6 +149,8 @@ class TrainerState:
     @classmethod
     def from_json(cls, obj: dict[str, Any], fingerprint: str) -> TrainerState:
         best = obj.get("best")
+        if not (best is None or (isinstance(best, (int, float)) and not isinstance(best, bool))):
+            raise Text2LoraError(f"trainer.json: best must be a number or null, got {type(best).__name__}")
         return cls(step=obj["step"], best=math.inf if best is None else best, best_step=obj.get("best_step"),
                    bad_evals=obj.get("bad_evals", 0), fingerprint=fingerprint)
 
@@ -165,6 +171,7 @@ class Trainer:
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         if self.main:
             check_out_dir(out_dir, resume)
+            clean_run_dir(out_dir)
         accelerator.wait_for_everyone()
         model = recipe.trainable()
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -173,12 +180,15 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.params, lr=loop.lr, weight_decay=loop.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_schedule(loop.steps, loop.warmup_ratio))
         self.state = TrainerState(fingerprint=config_fingerprint(config))
-        if resume:
-            point = check_resume_config(out_dir, config)
+        point = check_resume_config(out_dir, config) if resume else None
+        if point is not None:
             saved = load_training_checkpoint(point, model=model, optimizer=self.optimizer, scheduler=self.scheduler)
             self.state = TrainerState.from_json(saved, self.state.fingerprint)
             if self.main:
                 log.warning("resuming from %s at step %d", point, self.state.step)
+        elif resume and self.main:
+            log.warning("no checkpoint in %s yet: starting the run from its config", out_dir)
+        resume = point is not None
         self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
         self.logger = MetricLogger(out_dir, enabled=self.main, truncate_after=self.state.step if resume else 0,
                                    backend=loop.log_with, config=config)

@@ -11,6 +11,15 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def _row(line: str) -> dict[str, Any] | None:
+    """One metrics.jsonl row, or None for a line a kill cut short (or anything else that is not a row)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) and isinstance(row.get("step"), int) else None
+
+
 class MetricLogger:
     def __init__(self, out_dir: Path, *, enabled: bool = True, truncate_after: int = 0, backend: str | None = None,
                  config: dict[str, Any] | None = None) -> None:
@@ -21,7 +30,8 @@ class MetricLogger:
             return
         if truncate_after and self.path.exists():
             # a resumed run rewrites what came after its checkpoint
-            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= truncate_after]
+            kept = [line for line in self.path.read_text(errors="replace").splitlines()
+                    if (row := _row(line)) is not None and row["step"] <= truncate_after]
             self.path.write_text("".join(line + "\n" for line in kept))
         elif not truncate_after and self.path.exists():
             self.path.unlink()
@@ -63,7 +73,7 @@ def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
     path = Path(out_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for line in path.read_text(errors="replace").splitlines() if (row := _row(line)) is not None]
 
 
 def plot_curves(out_dir: Path, filename: str = "loss.png") -> Path | None:

@@ -9,7 +9,9 @@ A checkpoint is a directory ``ckpt-0000100`` holding only safetensors and JSON:
 
 from __future__ import annotations
 
+import logging
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,14 @@ from typing import Any
 import torch
 
 from text2lora.errors import Text2LoraError
-from text2lora.paths import atomic_dir, read_json, write_json
+from text2lora.paths import atomic_dir, read_json, remove_stale_temporaries, write_json
+
+log = logging.getLogger(__name__)
 
 CKPT_PREFIX = "ckpt-"
+_CKPT_NAME = re.compile(r"^ckpt-\d{7}$")
+#: What the loop writes into a run directory through atomic writes (their leftovers are ours to remove).
+RUN_ARTIFACTS = ("best", "final", "summary.json", "loss.png")
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -87,21 +94,55 @@ def _py_state() -> list:
 
 
 def load_training_checkpoint(path: Path, *, model, optimizer, scheduler) -> dict[str, Any]:
-    """Restore everything into the given objects; return ``trainer.json``."""
-    from safetensors.torch import load_file
+    """Restore everything into the given objects; return ``trainer.json``. A missing, truncated or malformed
+    file is one error naming it (the objects may be partly restored then: the caller does not go on)."""
+    from text2lora.paths import read_safetensors
 
-    try:
-        load_trainable_state(model, load_file(str(path / "trainable.safetensors")))
-        optimizer.load_state_dict(
-            _join_optimizer(load_file(str(path / "optimizer.safetensors")), read_json(path / "optimizer.json"))
-        )
-        scheduler.load_state_dict(read_json(path / "scheduler.json"))
-        torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch"])
-        version, internal, gauss = read_json(path / "rng.json")["python"]
-        random.setstate((version, tuple(internal), gauss))
-    except FileNotFoundError as e:
-        raise Text2LoraError(f"incomplete checkpoint {path}: {e.filename} is missing") from None
-    return read_json(path / "trainer.json", "trainer state")
+    def damaged(name: str, why: Any) -> Text2LoraError:
+        return Text2LoraError(f"checkpoint {path} is damaged ({name}: {why}); delete it to resume from the "
+                              "checkpoint before it (or from the start)")
+
+    def tensors(name: str) -> dict[str, torch.Tensor]:
+        try:
+            return read_safetensors(path / name, "checkpoint file")
+        except Text2LoraError as e:
+            raise damaged(name, "missing" if not (path / name).is_file() else "unreadable") from e
+
+    def scalars(name: str) -> Any:
+        try:
+            return read_json(path / name, "checkpoint file")
+        except Text2LoraError as e:
+            raise damaged(name, "missing" if not (path / name).is_file() else "not valid JSON") from e
+
+    steps = [
+        ("trainable.safetensors", lambda: load_trainable_state(model, tensors("trainable.safetensors"))),
+        ("optimizer.safetensors", lambda: optimizer.load_state_dict(
+            _join_optimizer(tensors("optimizer.safetensors"), scalars("optimizer.json")))),
+        ("scheduler.json", lambda: scheduler.load_state_dict(scalars("scheduler.json"))),
+        ("rng.safetensors", lambda: torch.set_rng_state(tensors("rng.safetensors")["torch"])),
+        ("rng.json", lambda: random.setstate(_py_state_from(scalars("rng.json")))),
+    ]
+    for name, restore in steps:
+        try:
+            restore()
+        except Text2LoraError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            raise damaged(name, f"{type(e).__name__}: {str(e)[:120]}") from None
+    trainer = scalars("trainer.json")
+    if not isinstance(trainer, dict) or not isinstance(trainer.get("step"), int) or isinstance(trainer["step"], bool) \
+            or trainer["step"] < 0:
+        raise damaged("trainer.json", "no step count")
+    return trainer
+
+
+def _py_state_from(obj: Any) -> tuple:
+    """Python's RNG state from ``rng.json``, checked (``random.setstate`` takes anything and fails later)."""
+    version, internal, gauss = obj["python"]
+    if not (isinstance(internal, list) and len(internal) == 625 and all(type(x) is int and 0 <= x < 2**32
+                                                                        for x in internal[:624])):
+        raise ValueError("not a Mersenne Twister state")
+    return version, tuple(internal), gauss
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -113,11 +154,31 @@ def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def find_resume_point(path: Path) -> Path:
-    """``path`` is a checkpoint directory or a run directory (its latest checkpoint)."""
+def clean_run_dir(run_dir: Path) -> list[Path]:
+    """Remove what kills leave in a run directory: ``.tmp-*``/``.old-*`` leftovers of our atomic writes and
+    checkpoint directories without ``trainer.json`` (a pruning cut short). Only names the loop writes are touched."""
+    removed = remove_stale_temporaries(run_dir, RUN_ARTIFACTS, match=_CKPT_NAME.match)
+    for p in run_dir.glob(f"{CKPT_PREFIX}*"):
+        if _CKPT_NAME.match(p.name) and p.is_dir() and not p.is_symlink() and not (p / "trainer.json").is_file():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    if removed:
+        log.warning("removed %d leftover(s) of an interrupted run in %s: %s", len(removed), run_dir,
+                    ", ".join(sorted(p.name for p in removed)))
+    return removed
+
+
+def latest_checkpoint(path: Path) -> Path | None:
+    """``path`` itself if it is a checkpoint directory, else the latest checkpoint of run directory ``path``."""
     if (path / "trainer.json").is_file():
         return path
     ckpts = list_checkpoints(path) if path.is_dir() else []
-    if not ckpts:
+    return ckpts[-1] if ckpts else None
+
+
+def find_resume_point(path: Path) -> Path:
+    """Like :func:`latest_checkpoint`, but a missing checkpoint is an error."""
+    point = latest_checkpoint(path)
+    if point is None:
         raise Text2LoraError(f"no checkpoint to resume from in {path}")
-    return ckpts[-1]
+    return point

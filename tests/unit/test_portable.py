@@ -184,3 +184,15 @@ def test_copied_adapter_is_readable_and_loads_as_another_user(named_world):
         assert (_expected_logits(model_dir, ckpt, ids) - theirs).abs().max() <= 1e-4
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_embedding_cache_follows_the_umask(tmp_path, umask):
+    from text2lora.encoders import EncoderSpec, OneHotEncoder
+    from text2lora.train.embeddings import EmbeddingTable
+
+    encoder = OneHotEncoder(EncoderSpec(kind="one-hot", tasks=["a", "b"]))
+    table = EmbeddingTable.build(encoder, ["b", "a"], cache_dir=tmp_path / "emb")
+    [cached] = list((tmp_path / "emb").iterdir())
+    assert _mode(cached) == 0o644 and cached.name.startswith("emb-") and cached.suffix == ".safetensors"
+    again = EmbeddingTable.build(encoder, ["a", "b"], cache_dir=tmp_path / "emb")  # read back from the cache
+    assert torch.equal(again.lookup(["a", "b"]), table.lookup(["a", "b"]))

@@ -19,7 +19,7 @@ class EmbeddingTable:
 
     @classmethod
     def build(cls, encoder, texts: list[str], cache_dir: Path | None = None, batch: int = 64) -> EmbeddingTable:
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
 
         texts = sorted(set(texts))
         key = hashlib.sha256(json.dumps([encoder.spec.to_dict(), texts]).encode()).hexdigest()[:20]
@@ -31,10 +31,11 @@ class EmbeddingTable:
             rows.append(encoder.encode(texts[start:start + batch]))
         table = torch.cat(rows) if rows else torch.zeros(0, encoder.spec.dim)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            save_file({"table": table.contiguous()}, str(tmp))
-            tmp.replace(path)
+            from safetensors.torch import save
+
+            from text2lora.paths import atomic_write_bytes
+
+            atomic_write_bytes(path, save({"table": table.contiguous()}))  # (safetensors' save_file writes 0600)
         return cls(texts, table)
 
     def lookup(self, texts: list[str]) -> torch.Tensor:

@@ -76,18 +76,28 @@ class CheckpointMeta:
             )
         except KeyError as e:
             raise Text2LoraError(f"{where} lacks the field {e.args[0]!r}") from None
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise Text2LoraError(f"{where}: {e}") from None
 
 
 def build_from_meta(meta: CheckpointMeta, seed: int | None = 0) -> HyperNetwork:
-    return build_hypernetwork(
-        meta.hypernet,
-        encoder_dim=meta.encoder.dim,
-        n_layers=meta.layout.n_layers,
-        shapes=meta.layout.shapes,
-        seed=seed,
-    )
+    """The hypernetwork ``meta`` describes, after checking on the meta device that it has a sane size (a config
+    saying ``latent: 4000000000`` is refused here, not by the allocator)."""
+    from text2lora.checks import MAX_HYPERNET_PARAMS, int_in
+    from text2lora.hypernet import count_parameters
+
+    int_in(meta.encoder.dim, "encoder.dim", 1)
+
+    def build(seed):
+        return build_hypernetwork(meta.hypernet, encoder_dim=meta.encoder.dim, n_layers=meta.layout.n_layers,
+                                  shapes=meta.layout.shapes, seed=seed)
+
+    with torch.device("meta"):
+        params = count_parameters(build(None))
+    if params > MAX_HYPERNET_PARAMS:
+        raise Text2LoraError(f"this hypernetwork would have {params:,} parameters; the limit is "
+                             f"{MAX_HYPERNET_PARAMS:,} (check latent, head_in, the rank and the layout's sizes)")
+    return build(seed)
 
 
 def save_checkpoint(net: HyperNetwork, meta: CheckpointMeta, out_dir: str | os.PathLike) -> Path:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from text2lora.checks import MAX_DIM, int_in, short_repr
 from text2lora.errors import Text2LoraError
 
 VARIANTS = ("L", "M", "S")
@@ -37,6 +38,7 @@ class LoraConfig:
             raise Text2LoraError(f"lora.dropout must be in [0, 1), got {self.dropout}")
         if not (math.isfinite(self.alpha) and self.alpha > 0):
             raise Text2LoraError(f"lora.alpha must be a finite number > 0, got {self.alpha}")
+        int_in(self.rank, "lora.rank", 1, MAX_DIM)
 
     @property
     def scale(self) -> float:
@@ -98,6 +100,9 @@ class HyperNetConfig:
             raise Text2LoraError(f"n_blocks must be >= 1, got {self.n_blocks}")
         if not 0.0 <= self.dropout < 1.0:
             raise Text2LoraError(f"dropout must be in [0, 1), got {self.dropout}")
+        int_in(self.latent, "latent", 8, MAX_DIM)
+        int_in(self.head_in, "head_in", 1, MAX_DIM)
+        int_in(self.n_blocks, "n_blocks", 1, 64)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -149,12 +154,33 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
                 number = math.nan
             if math.isfinite(number):
                 return number
-    raise Text2LoraError(f"{where} must be {ann.replace('|', ' or ')}, got {type(value).__name__} {value!r}")
+    raise Text2LoraError(f"{where} must be {ann.replace('|', ' or ')}, got {type(value).__name__} {short_repr(value)}")
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` for text from users, every failure one error naming ``where``. Aliases (``*name``) are
+    refused: nine nested aliases of nine items expand to 9**9 values (an "alias bomb"), and configs need none."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                line = self.peek_event().start_mark.line + 1
+                raise Text2LoraError(f"{where} uses a YAML alias (line {line}); write the value out instead")
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(text, Loader=NoAliases)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as e:
+        raise Text2LoraError(f"{where} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise Text2LoraError(f"{where} nests YAML deeper than Python can read") from None
+    except (ValueError, OverflowError) as e:  # a date like 2024-13-45, an integer of more than 4300 digits
+        raise Text2LoraError(f"{where} holds a value YAML cannot convert ({str(e)[:80]})") from None
 
 
 def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
     """A YAML file that must hold a mapping (empty: ``{}``), with one-line errors that name it."""
-    import yaml
 
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -162,10 +188,7 @@ def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict[str
         raise Text2LoraError(f"{what} file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise Text2LoraError(f"cannot read {what} {path}: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise Text2LoraError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    loaded = load_yaml(text, f"{what} {path}")
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

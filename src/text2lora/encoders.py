@@ -16,6 +16,7 @@ from typing import Protocol
 
 import torch
 
+from text2lora.checks import MAX_DIM, int_in, short_repr
 from text2lora.errors import Text2LoraError
 from text2lora.models.bundled import BUNDLED_ENCODER
 
@@ -36,7 +37,12 @@ class EncoderSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in ENCODER_KINDS:
-            raise Text2LoraError(f"unknown encoder kind {self.kind!r}; choose one of {', '.join(ENCODER_KINDS)}")
+            raise Text2LoraError(f"unknown encoder kind {short_repr(self.kind)}; choose one of {', '.join(ENCODER_KINDS)}")
+        if not isinstance(self.name, str):
+            raise Text2LoraError(f"encoder.name must be a string, got {short_repr(self.name)}")
+        int_in(self.dim, "encoder.dim", 0, MAX_DIM)  # 0: not known yet (filled in when the encoder loads)
+        if not isinstance(self.tasks, list) or not all(isinstance(t, str) for t in self.tasks):
+            raise Text2LoraError("encoder.tasks must be a list of task names")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +65,11 @@ def check_descriptions(texts: list[str]) -> list[str]:
             raise Text2LoraError(f"description {i + 1} is empty" if len(texts) > 1 else "the description is empty")
         if len(t) > MAX_DESCRIPTION_CHARS:
             raise Text2LoraError(f"description {i + 1} is {len(t)} characters; the limit is {MAX_DESCRIPTION_CHARS}")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate: from invalid UTF-8 in argv or a file, or a JSON escape
+            raise Text2LoraError(f"{'the description' if len(texts) == 1 else f'description {i + 1}'} is not valid "
+                                 f"UTF-8 text (undecodable bytes or a lone surrogate at character {e.start + 1})") from None
         cleaned.append(" ".join(t.split()))
     return cleaned
 

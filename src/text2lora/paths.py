@@ -83,26 +83,59 @@ def atomic_dir(target: str | os.PathLike, *, overwrite: bool = True) -> Iterator
     ``.tmp-*`` sibling, never a half-written ``target``. What is renamed follows the umask (0755 directories and
     0644 files under umask 022), whoever wrote the files inside.
     """
-    target = Path(target)
+    target = _replaceable(Path(target))
     parent = _check_parent_writable(target)
     if target.exists() and not overwrite:
         raise Text2LoraError(f"{target} already exists")
     if target.exists() and not target.is_dir():
         raise Text2LoraError(f"{target} exists and is not a directory")
-    tmp, _ = _create_fresh(parent, f".tmp-{target.name}-", _new_dir)
+    try:
+        tmp, _ = _create_fresh(parent, f".tmp-{target.name}-", _new_dir)
+    except OSError as e:  # a name too long, a read-only or pseudo file system (/proc)
+        raise Text2LoraError(f"cannot write {target}: {e.strerror or e}") from None
     try:
         yield tmp
         _follow_umask(tmp)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".old-{target.name}-", dir=parent))
-            os.replace(target, old / target.name)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        _swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _replaceable(target: Path) -> Path:
+    """Refuse targets that cannot be renamed over: ``.``, ``..``, ``/`` or any directory holding the working
+    directory (replacing it would delete what the user is working in)."""
+    try:
+        resolved, cwd = target.resolve(), Path.cwd().resolve()
+    except OSError as e:
+        raise Text2LoraError(f"cannot write {target}: {e.strerror or e}") from None
+    if target.name in ("", ".", "..") or resolved == cwd or resolved in cwd.parents:
+        raise Text2LoraError(f"{target} is the current directory or one above it; name a new directory instead")
+    return target
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` to ``target``, moving an existing ``target`` aside first; on failure leave ``target`` as it
+    was and no ``.old-*`` directory behind."""
+    try:
+        if not target.exists():
+            os.replace(tmp, target)
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".old-{target.name}-", dir=target.parent))
+        try:
+            os.replace(target, old / target.name)
+        except OSError:
+            shutil.rmtree(old, ignore_errors=True)
+            raise
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            os.replace(old / target.name, target)
+            shutil.rmtree(old, ignore_errors=True)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        raise Text2LoraError(f"cannot replace {target}: {e.strerror or e}") from None
 
 
 #: What :func:`atomic_dir` and :func:`atomic_write_bytes` leave behind when killed: ``.tmp-<name>-XXXXXXXX`` (and
@@ -138,13 +171,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename; the file's mode follows the umask."""
     path = Path(path)
     parent = _check_parent_writable(path)
-    tmp, fd = _create_fresh(parent, f".tmp-{path.name}-", _new_file)
+    try:
+        tmp, fd = _create_fresh(parent, f".tmp-{path.name}-", _new_file)
+    except OSError as e:  # a name too long, a read-only or pseudo file system (/proc)
+        raise Text2LoraError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:  # e.g. a directory in the way
+            raise Text2LoraError(f"cannot write {path}: {e.strerror or e}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -187,13 +226,25 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     """Read JSON with an error that names the file instead of a traceback."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise Text2LoraError(f"{what} not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise Text2LoraError(f"cannot read {what} {path}: {e}") from None
+        raise Text2LoraError(f"cannot read {what} {path}: {getattr(e, 'strerror', None) or e}") from None
+    return parse_json(text, f"{what} {path}")
+
+
+def parse_json(text: str | bytes, where: str) -> Any:
+    """``json.loads`` for text from outside (files, lines of JSONL): every failure is one error naming ``where``:
+    bad syntax, nesting too deep for the parser (RecursionError), an integer of more digits than Python converts."""
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise Text2LoraError(f"{what} {path} is not valid JSON (line {e.lineno}: {e.msg})") from None
+        raise Text2LoraError(f"{where} is not valid JSON (line {e.lineno}: {e.msg})") from None
+    except RecursionError:
+        raise Text2LoraError(f"{where} nests JSON deeper than Python can read") from None
+    except (ValueError, UnicodeDecodeError) as e:  # "Exceeds the limit (4300 digits)", bytes not UTF-8
+        raise Text2LoraError(f"{where} is not valid JSON ({str(e)[:100]})") from None
 
 
 def read_safetensors(path: str | os.PathLike, what: str = "weights") -> dict:

@@ -62,7 +62,7 @@ def test_dotted_suffix_and_json_roundtrip(tmp_path):
 def test_config_file_errors(tmp_path):
     bad = tmp_path / "config.json"
     bad.write_text("{not json")
-    with pytest.raises(Text2LoraError, match="cannot read model config"):
+    with pytest.raises(Text2LoraError, match="model config .* is not valid JSON"):
         discover_targets(str(bad))
     bad.write_text('{"hidden_size": 4}')
     with pytest.raises(Text2LoraError, match="no 'model_type'"):

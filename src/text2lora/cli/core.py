@@ -102,9 +102,10 @@ def generate(
 
     if (description is None) == (descriptions_file is None):
         raise Text2LoraError("give either a DESCRIPTION argument or --descriptions-file")
+    from text2lora.encoders import check_descriptions
+
     descriptions = [description] if description is not None else _read_descriptions(descriptions_file)
-    if any(not d.strip() for d in descriptions):
-        raise Text2LoraError("the description is empty")
+    check_descriptions(descriptions)  # before any model loads
     if fmt not in ("peft", "gguf"):
         raise Text2LoraError(f"unknown --format {fmt!r}; choose peft or gguf")
     t2l = T2L.load(checkpoint)

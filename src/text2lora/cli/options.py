@@ -20,17 +20,14 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a c
 
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
     """``["a.b=3", "c=x"]`` -> ``{"a.b": 3, "c": "x"}`` (values read as YAML scalars)."""
-    import yaml
+    from text2lora.config import load_yaml
 
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise Text2LoraError(f"--set needs KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise Text2LoraError(f"--set {key}: cannot parse value {value!r}") from None
+        out[key.strip()] = load_yaml(value, f"--set {key.strip()}")
     return out
 
 

@@ -170,7 +170,7 @@ class TaskLibrary:
                         try:
                             obj = json.loads(line)
                             rows.append((obj.get("split", "train"), Instance.from_json(obj)))
-                        except (json.JSONDecodeError, KeyError, ValueError, TypeError) as e:
+                        except (json.JSONDecodeError, KeyError, ValueError, TypeError, RecursionError) as e:
                             raise Text2LoraError(f"{path}:{lineno}: bad instance ({e})") from None
             except OSError as e:
                 raise Text2LoraError(f"cannot read {path}: {e.strerror or e}") from None

@@ -65,6 +65,8 @@ def read_json_file(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise Skip(f"not valid JSON ({e.msg}, column {e.colno})", line=e.lineno) from None
+    except (RecursionError, ValueError) as e:  # nested too deep, an integer of too many digits
+        raise Skip(f"not valid JSON ({'nested too deep' if isinstance(e, RecursionError) else str(e)[:80]})") from None
 
 
 def as_str(value: Any) -> str:

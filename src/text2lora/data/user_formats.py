@@ -95,6 +95,9 @@ def load_jsonl(path: Path, *, description: str | None = None) -> LoadResult:
         except json.JSONDecodeError as e:
             result.problems.append(LoadProblem(path, lineno, f"not valid JSON ({e.msg}, column {e.colno})"))
             continue
+        except (RecursionError, ValueError) as e:  # nested too deep, an integer of too many digits
+            result.problems.append(LoadProblem(path, lineno, f"not valid JSON ({'nested too deep' if isinstance(e, RecursionError) else str(e)[:80]})"))
+            continue
         if not isinstance(obj, dict):
             result.problems.append(LoadProblem(path, lineno, "expected a JSON object"))
             continue

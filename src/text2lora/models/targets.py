@@ -8,13 +8,13 @@ per-family table. A 7B config takes about a second.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from text2lora.checks import MAX_CONFIG_INT, MAX_LAYERS, int_in, short_repr
 from text2lora.errors import Text2LoraError
 
 DEFAULT_TARGETS = ("q_proj", "v_proj")
@@ -62,13 +62,23 @@ class TargetLayout:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TargetLayout:
+        """A layout read from a file; every size is checked (``layout.targets[0].d_in`` must be an integer in
+        bounds) before anything is built from it."""
         try:
-            targets = tuple(
-                TargetSpec(t["name"], int(t["d_in"]), int(t["d_out"]), tuple(t["paths"])) for t in d["targets"]
-            )
-            layout = cls(str(d["model_type"]), int(d["n_layers"]), targets)
+            n_layers = int_in(d["n_layers"], "layout.n_layers", 1, MAX_LAYERS)
+            targets = []
+            for i, t in enumerate(d["targets"]):
+                where = f"layout.targets[{i}]"
+                if not isinstance(t["name"], str) or not isinstance(t["paths"], list) or \
+                        not all(isinstance(p, str) for p in t["paths"]):
+                    raise Text2LoraError(f"{where} needs a name and a list of module paths")
+                targets.append(TargetSpec(t["name"], int_in(t["d_in"], f"{where}.d_in"),
+                                          int_in(t["d_out"], f"{where}.d_out"), tuple(t["paths"])))
+            layout = cls(str(d["model_type"]), n_layers, tuple(targets))
         except (KeyError, TypeError, ValueError) as e:
-            raise Text2LoraError(f"malformed target layout: {e!r}") from None
+            raise Text2LoraError(f"malformed target layout: {short_repr(e)}") from None
+        if not targets or len({t.name for t in targets}) != len(targets):
+            raise Text2LoraError("malformed target layout: no targets, or one named twice")
         if any(len(t.paths) != layout.n_layers for t in targets):
             raise Text2LoraError("malformed target layout: a target does not cover every layer")
         return layout
@@ -97,33 +107,65 @@ def load_model_config(source: Any):
         return _config_from_dict(source, "the given config")
     path = Path(str(source))
     if path.is_file():
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise Text2LoraError(f"cannot read model config {path}: {e}") from None
-        if not isinstance(d, dict):
-            raise Text2LoraError(f"model config {path} is not a JSON object")
-        return _config_from_dict(d, str(path))
+        return _config_from_dict(_read_config_json(path), str(path))
     from text2lora.models.bundled import resolve_model
 
+    resolved = resolve_model(str(source))
+    if (Path(resolved) / "config.json").is_file():  # a folder: its config.json is checked like a file's
+        check_model_config(_read_config_json(Path(resolved) / "config.json"), str(Path(resolved) / "config.json"))
     try:
-        return AutoConfig.from_pretrained(resolve_model(str(source)))
-    except (OSError, ValueError, KeyError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise Text2LoraError(f"cannot load the config of {source!r}: {msg}") from None
+        return AutoConfig.from_pretrained(resolved)
+    except Exception as e:  # transformers validating a config file or hub id: whatever it raises is about the input
+        raise Text2LoraError(f"cannot load the config of {source!r}: {_first_line(e)}") from None
+
+
+def _read_config_json(path: Path) -> dict[str, Any]:
+    from text2lora.paths import read_json
+
+    d = read_json(path, "model config")
+    if not isinstance(d, dict):
+        raise Text2LoraError(f"model config {path} is not a JSON object")
+    return d
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0][:200] if text else "") or type(e).__name__
+
+
+_SIZE_KEY = re.compile(r"^(num_\w+|n_\w+|\w+_size|\w+_dim|head_dim)$")
+_LAYER_KEYS = {"num_hidden_layers", "num_layers", "n_layer", "n_layers"}
+
+
+def check_model_config(d: dict[str, Any], where: str, depth: int = 0) -> None:
+    """Refuse size-like numbers no model has before transformers builds anything from them: negative or
+    fractional sizes, more than :data:`~text2lora.checks.MAX_LAYERS` layers (1e7 layers would take minutes
+    and gigabytes even on the meta device). Values of other types are left to transformers' own checks."""
+    for key, value in d.items():
+        if isinstance(value, dict) and key.endswith("_config") and depth < 2:
+            check_model_config(value, f"{where}: {key}", depth + 1)
+        if not isinstance(key, str) or not _SIZE_KEY.match(key) or isinstance(value, bool):
+            continue
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise Text2LoraError(f"{where}: {key} must be an integer, got {short_repr(value)}")
+            value = int(value)
+        if isinstance(value, int):
+            int_in(value, f"{where}: {key}", 0, MAX_LAYERS if key in _LAYER_KEYS else MAX_CONFIG_INT)
 
 
 def _config_from_dict(d: dict[str, Any], where: str):
     from transformers import AutoConfig
 
     model_type = d.get("model_type")
-    if not model_type:
+    if not model_type or not isinstance(model_type, str):
         raise Text2LoraError(f"{where} has no 'model_type'")
+    check_model_config(d, where)
     rest = {k: v for k, v in d.items() if k != "model_type"}
     try:
         return AutoConfig.for_model(model_type, **rest)
-    except (ValueError, KeyError, TypeError) as e:
-        raise Text2LoraError(f"{where}: unsupported model config ({e})") from None
+    except Exception as e:  # transformers' validation of the user's config (ValueError, strict-dataclass errors)
+        raise Text2LoraError(f"{where}: unsupported model config ({_first_line(e)})") from None
 
 
 def _meta_linears(config) -> dict[str, tuple[int, int]]:
@@ -132,18 +174,18 @@ def _meta_linears(config) -> dict[str, tuple[int, int]]:
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
-    try:
-        with init_empty_weights(include_buffers=True):
-            model = AutoModelForCausalLM.from_config(config)
-    except ValueError:
-        # Multimodal wrappers (e.g. Gemma 3) are not registered as causal LMs: fall back to the base model class.
-        from transformers import AutoModel
+    from transformers import AutoModel
 
+    try:
         try:
             with init_empty_weights(include_buffers=True):
+                model = AutoModelForCausalLM.from_config(config)
+        except ValueError:
+            # Multimodal wrappers (e.g. Gemma 3) are not registered as causal LMs: fall back to the base model class.
+            with init_empty_weights(include_buffers=True):
                 model = AutoModel.from_config(config)
-        except (ValueError, KeyError) as e:
-            raise Text2LoraError(f"transformers cannot build a model for this config: {e}") from None
+    except Exception as e:  # a config transformers accepted but cannot build (0 heads: ZeroDivisionError, ...)
+        raise Text2LoraError(f"transformers cannot build a model for this config: {_first_line(e)}") from None
     return {n: (m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
 
 

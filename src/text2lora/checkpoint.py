@@ -126,24 +126,29 @@ def read_meta(ckpt_dir: str | os.PathLike) -> CheckpointMeta:
     return CheckpointMeta.from_dict(read_json(ckpt_dir / CONFIG_FILE, "checkpoint config"), str(ckpt_dir / CONFIG_FILE))
 
 
+def load_weights_into(net: HyperNetwork, state: dict[str, torch.Tensor], where: str,
+                      may_lack: tuple[str, ...] = ()) -> None:
+    """Load ``state`` into ``net`` strictly (every tensor present with its shape, nothing extra), except that
+    parameters under the prefixes ``may_lack`` may be absent (they keep their initialisation)."""
+    expected = net.state_dict()
+    missing = sorted(k for k in set(expected) - set(state) if not k.startswith(may_lack))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise Text2LoraError(f"{where} does not match its config: "
+                             + (f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"))
+    for k, v in state.items():
+        if v.shape != expected[k].shape:
+            raise Text2LoraError(f"{where}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
+    net.load_state_dict(state, strict=False)
+
+
 def load_checkpoint(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[HyperNetwork, CheckpointMeta]:
     """Rebuild the hypernetwork from its config and load its weights strictly."""
     ckpt_dir = Path(ckpt_dir)
     meta = read_meta(ckpt_dir)
     net = build_from_meta(meta, seed=None)
     state = read_safetensors(ckpt_dir / WEIGHTS_FILE, "checkpoint weights")
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    if missing or extra:
-        raise Text2LoraError(
-            f"checkpoint {ckpt_dir} does not match its config: "
-            + (f"missing {missing[0]}" if missing else f"unexpected {extra[0]}")
-        )
-    for k, v in state.items():
-        if v.shape != expected[k].shape:
-            raise Text2LoraError(f"checkpoint {ckpt_dir}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
-    net.load_state_dict(state, strict=True)
+    load_weights_into(net, state, f"checkpoint {ckpt_dir}")
     net.to(device)
     net.eval()
     return net, meta

@@ -25,6 +25,17 @@ class ExampleRef:
     task: str
     index: int
     description: str | None = None
+    shots: tuple[int, ...] = ()  #: indices into the task's *training* instances shown to the hypernetwork as examples
+
+
+def draw_shots(rng, n_train: int, exclude: int | None, k_max: int, zero_prob: float) -> tuple[int, ...]:
+    """k worked examples from a task's ``n_train`` training instances, never ``exclude`` (the instance being
+    trained on): k = 0 with probability ``zero_prob``, else uniform in 1..k_max (capped by what the task has)."""
+    pool = [i for i in range(n_train) if i != exclude]
+    if k_max < 1 or not pool or rng.random() < zero_prob:
+        return ()
+    k = rng.randint(1, min(k_max, len(pool)))
+    return tuple(rng.sample(pool, k))
 
 
 class HierarchicalSampler:
@@ -78,5 +89,5 @@ def encode_refs(
         inst = instances[ref.task][ref.index]
         enc = encode_example(tokenizer, inst, description=ref.description if description_in_prompt else None,
                              max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens)
-        out.append({**enc, "task": ref.task, "description": ref.description})
+        out.append({**enc, "task": ref.task, "description": ref.description, "shots": ref.shots})
     return out

@@ -34,12 +34,19 @@ class DataConfig:
     max_output_tokens: int = 32  #: completions are cut to this many tokens
     val_instances_per_task: int = 4  #: validation instances per task for the validation losses
     val_tasks: int | None = 16  #: tasks used for validation (None: all training tasks)
+    shots_max: int = 4  #: hypernetworks with examples: up to this many training examples per sample
+    shots_zero_prob: float = 0.25  #: ...and none at all this often (the description-only case)
+    val_shots: int = 3  #: examples per instance in the ``val_shots`` validation loss
 
     def __post_init__(self) -> None:
         for name in ("tasks_per_batch", "examples_per_task", "max_prompt_tokens", "max_output_tokens",
                      "val_instances_per_task"):
             if getattr(self, name) < 1:
                 raise Text2LoraError(f"data.{name} must be >= 1")
+        if not 0 <= self.shots_max <= 64 or not 0 <= self.val_shots <= 64:
+            raise Text2LoraError("data.shots_max and data.val_shots must be in 0..64")
+        if not (math.isfinite(self.shots_zero_prob) and 0 <= self.shots_zero_prob <= 1):
+            raise Text2LoraError(f"data.shots_zero_prob must be in [0, 1], got {self.shots_zero_prob}")
         for name in ("max_tasks", "val_tasks"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise Text2LoraError(f"data.{name} must be >= 1 or null, got {getattr(self, name)}")

@@ -8,7 +8,8 @@ from typing import Any
 
 from text2lora.data.library import TaskLibrary
 from text2lora.data.prompts import collate
-from text2lora.data.samplers import ExampleRef, HierarchicalSampler, encode_refs
+from text2lora.data.fit import rng_for
+from text2lora.data.samplers import ExampleRef, HierarchicalSampler, draw_shots, encode_refs
 from text2lora.data.task import Task
 from text2lora.errors import Text2LoraError
 from text2lora.train.config import DataConfig
@@ -41,7 +42,7 @@ class TrainData:
     """Batches of encoded, left-padded examples with their task and description attached."""
 
     def __init__(self, library: TaskLibrary, tokenizer, data: DataConfig, *, seed: int,
-                 use_descriptions: bool = True, tasks: list[Task] | None = None) -> None:
+                 use_descriptions: bool = True, tasks: list[Task] | None = None, shots_max: int = 0) -> None:
         self.library, self.tokenizer, self.cfg = library, tokenizer, data
         self.tasks = tasks if tasks is not None else select_tasks(library, data)
         self.train = {t.name: library.instances(t.name, "train") for t in self.tasks}
@@ -53,6 +54,7 @@ class TrainData:
         )
         self.use_descriptions = use_descriptions
         self.seed = seed
+        self.shots_max = shots_max  #: 0: no worked examples (a description-only hypernetwork or a LoRA)
 
     @property
     def batch_size(self) -> int:
@@ -64,7 +66,23 @@ class TrainData:
         return collate(encoded, self.tokenizer.pad_token_id, padding_side="left")
 
     def batch(self, step: int, rank: int = 0, world: int = 1) -> dict[str, Any]:
-        return self.encode(self.sampler.batch(step * world + rank), self.train)
+        refs = self.sampler.batch(step * world + rank)
+        if self.shots_max:
+            refs = [self._with_shots(r, rng_for(self.seed, "shots", str(step * world + rank), str(j)),
+                                     self.shots_max, self.cfg.shots_zero_prob, exclude=r.index)
+                    for j, r in enumerate(refs)]
+        return self.encode(refs, self.train)
+
+    def _with_shots(self, ref: ExampleRef, rng, k_max: int, zero_prob: float, exclude: int | None) -> ExampleRef:
+        shots = draw_shots(rng, len(self.train[ref.task]), exclude, k_max, zero_prob)
+        return ExampleRef(ref.task, ref.index, ref.description, shots)
+
+    def shot_examples(self, batch: dict[str, Any]) -> list[list]:
+        """The worked examples of each row of an encoded batch (training instances of its task)."""
+        from text2lora.examples import example_from_instance
+
+        return [[example_from_instance(self.train[task][i]) for i in shots]
+                for task, shots in zip(batch["task"], batch.get("shots") or [() for _ in batch["task"]])]
 
     def val_sets(self) -> list[ValSet]:
         """Held-out instances with training descriptions, and (where a task has them) held-out descriptions."""
@@ -81,6 +99,13 @@ class TrainData:
                     for n in names if by_name[n].heldout_descriptions for i in range(len(self.val[n]))]
             if held:
                 sets.append(ValSet("val_heldout", held))
+        if self.use_descriptions and self.shots_max and self.cfg.val_shots:
+            # the training descriptions again, each validation instance with val_shots training examples
+            def shots(ref: ExampleRef) -> tuple[int, ...]:
+                n = len(self.train[ref.task])
+                return tuple(rng_for(self.seed, "val_shots", ref.task, str(ref.index)).sample(range(n), min(self.cfg.val_shots, n)))
+
+            sets.append(ValSet("val_shots", [ExampleRef(r.task, r.index, r.description, shots(r)) for r in instances]))
         return [s for s in sets if s.refs]
 
     def val_batches(self, refs: list[ExampleRef]):

@@ -76,6 +76,9 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 #: library's path is one too: the CLI fingerprints its content (``library_index_sha256``), so a library named
 #: ``null`` (the default) and by its full path, or moved, resumes alike.
 _NOT_FINGERPRINTED = {"loop": ("threads", "num_threads", "log_with"), "data": ("library",)}
+#: Settings added after runs existed, with the value that reproduces the older behaviour: a run saved before a
+#: setting existed resumes as long as the setting keeps that value.
+_ADDED_LATER = {"data": {"shots_max": 4, "shots_zero_prob": 0.25, "val_shots": 3}}
 
 
 def _fingerprinted(config: dict[str, Any]) -> dict[str, Any]:
@@ -83,6 +86,9 @@ def _fingerprinted(config: dict[str, Any]) -> dict[str, Any]:
     for section, keys in _NOT_FINGERPRINTED.items():
         if isinstance(out.get(section), dict):
             out[section] = {k: v for k, v in out[section].items() if k not in keys}
+    for section, defaults in _ADDED_LATER.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k not in defaults or defaults[k] != v}
     return out
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from text2lora.checkpoint import CheckpointMeta, build_from_meta, load_checkpoint, save_checkpoint
+from text2lora.checkpoint import CheckpointMeta, build_from_meta, load_checkpoint, load_weights_into, save_checkpoint
 from text2lora.data.library import TaskLibrary
 from text2lora.encoders import build_encoder
 from text2lora.lora import LoraWeights
@@ -19,6 +19,26 @@ from text2lora.train.embeddings import EmbeddingTable
 from text2lora.train.losses import grouped_completion_loss
 
 log = logging.getLogger(__name__)
+
+
+class ExampleEmbeddings:
+    """Encoded example texts, each computed once per run (the encoder is frozen), held in memory."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder = encoder
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        missing = [t for t in texts if t not in self.cache]
+        if missing:
+            for t, row in zip(missing, self.encoder.encode(missing)):
+                self.cache[t] = row
+        return torch.stack([self.cache[t] for t in texts])
+
+    def features(self, rows, max_examples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from text2lora.examples import encode_examples
+
+        return encode_examples(self.encode, rows, self.encoder.spec.dim, max_examples)
 
 
 def model_dtype(precision: str) -> torch.dtype:
@@ -39,17 +59,24 @@ class SFTRecipe:
                                                     device=device)
         self.base_model, self.tokenizer = base_model, tokenizer
         self.library = library or TaskLibrary.load(cfg.data.library)
-        self.data = TrainData(self.library, tokenizer, cfg.data, seed=cfg.loop.seed)
+        shots_max = min(cfg.data.shots_max, cfg.hypernet.examples.max_examples) if cfg.hypernet.examples else 0
+        self.data = TrainData(self.library, tokenizer, cfg.data, seed=cfg.loop.seed, shots_max=shots_max)
         layout = discover_targets(base_model.config, tuple(cfg.targets))
         encoder = build_encoder(cfg.encoder)
         self.embeddings = EmbeddingTable.build(encoder, self.data.all_descriptions(), cache_dir)
+        self.example_encoder = ExampleEmbeddings(encoder) if cfg.hypernet.examples else None
         self.meta = CheckpointMeta(hypernet=cfg.hypernet, base_model=cfg.base_model, layout=layout,
                                    encoder=encoder.spec, trained=True,
                                    info={"recipe": "sft", "tasks": [t.name for t in self.data.tasks]})
         if cfg.init_checkpoint:
-            self.hypernet, meta = load_checkpoint(cfg.init_checkpoint)
+            init, meta = load_checkpoint(cfg.init_checkpoint)
             meta.layout.require_fits(layout, what=f"init_checkpoint {cfg.init_checkpoint}", made_for=meta.base_model,
                                      model=f"the base model {cfg.base_model}")
+            # the run's architecture, the checkpoint's weights; a description-only checkpoint under a config with
+            # examples leaves the conditioner at its zero init (the same adapters until training moves it)
+            self.hypernet = build_from_meta(self.meta, seed=cfg.loop.seed)
+            load_weights_into(self.hypernet, init.state_dict(), f"init_checkpoint {cfg.init_checkpoint}",
+                              may_lack=("examples.",))
         else:
             self.hypernet = build_from_meta(self.meta, seed=cfg.loop.seed)
         self.hypernet.to(device)
@@ -61,10 +88,19 @@ class SFTRecipe:
     def batch(self, step: int, rank: int, world: int) -> dict:
         batch = self.data.batch(step, rank, world)
         batch["emb"] = self.embeddings.lookup(batch["description"])
+        self._attach_examples(batch)
         return batch
 
-    def _lora(self, hypernet, emb: torch.Tensor) -> LoraWeights:
-        return self.meta.lora(hypernet(emb))
+    def _attach_examples(self, batch: dict) -> None:
+        if self.example_encoder is None:
+            return
+        rows = self.data.shot_examples(batch)
+        if any(rows):
+            batch["ex_feats"], batch["ex_mask"] = self.example_encoder.features(rows, self.hypernet.max_examples)
+
+    def _lora(self, hypernet, emb: torch.Tensor, batch: dict | None = None) -> LoraWeights:
+        examples = (batch["ex_feats"], batch["ex_mask"]) if batch is not None and "ex_feats" in batch else None
+        return self.meta.lora(hypernet(emb, examples))
 
     def _to_device(self, batch: dict) -> dict:
         device = self.base_model.device
@@ -72,7 +108,7 @@ class SFTRecipe:
 
     def loss(self, hypernet, batch: dict):
         batch = self._to_device(batch)
-        lora = self._lora(hypernet, batch["emb"])
+        lora = self._lora(hypernet, batch["emb"], batch)
         ce = grouped_completion_loss(self.base_model, batch, lora=lora, lora_dropout=self.cfg.hypernet.lora.dropout,
                                      label_smoothing=self.cfg.label_smoothing).mean()
         l2 = sum(a.float().pow(2).mean() + b.float().pow(2).mean() for a, b in lora.factors.values())
@@ -83,8 +119,10 @@ class SFTRecipe:
         for val in self.val_sets:
             losses = []
             for batch in self.data.val_batches(val.refs):
+                self._attach_examples(batch)
                 batch = self._to_device(batch)
-                lora = self._lora(hypernet, self.embeddings.lookup(batch["description"]).to(self.base_model.device))
+                lora = self._lora(hypernet, self.embeddings.lookup(batch["description"]).to(self.base_model.device),
+                                  batch)
                 losses.append(grouped_completion_loss(self.base_model, batch, lora=lora))
             out[val.name] = torch.cat(losses).mean().item()
         return out

@@ -166,6 +166,7 @@ def test_bad_input_is_one_line(world, tmp_path, capsys):
           "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(32, 8)}
     assert_user_error(["generate", "x", "--format", "onnx"], capsys, "unknown --format 'onnx'; choose peft or gguf")
     assert_user_error(["export", "gguf", adapter, "--outtype", "q4"], capsys, "unknown --outtype 'q4'")
+    assert_user_error(["generate", "x", "--outtype", "f16"], capsys, "--outtype is for --format gguf")
     assert_user_error(["export", "gguf", tmp_path], capsys, "is not a PEFT adapter directory")
     ia3 = _hand_made(tmp_path / "ia3", tensors=ab, config={"peft_type": "IA3", "base_model_name_or_path": str(model)})
     assert_user_error(["export", "gguf", ia3], capsys, "is a IA3 adapter, not a LoRA")

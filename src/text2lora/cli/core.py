@@ -108,6 +108,8 @@ def generate(
     check_descriptions(descriptions)  # before any model loads
     if fmt not in ("peft", "gguf"):
         raise Text2LoraError(f"unknown --format {fmt!r}; choose peft or gguf")
+    if fmt == "peft" and outtype != "f32":
+        raise Text2LoraError("--outtype is for --format gguf (PEFT adapters are float32)")
     t2l = T2L.load(checkpoint)
     if base_model is not None:
         t2l.check_base_model(base_model)
@@ -145,11 +147,13 @@ def size(
     """Print the hypernetwork's parameter count and fp32 size for any model config, without loading weights."""
     import torch
 
+    from text2lora.checks import int_in
     from text2lora.config import HyperNetConfig, LoraConfig
     from text2lora.hypernet import build_hypernetwork, count_parameters
     from text2lora.models.targets import discover_targets
 
     config = HyperNetConfig(variant=_variant(variant), latent=latent, head_in=head_in, lora=LoraConfig(rank=rank))
+    int_in(encoder_dim, "--encoder-dim")
     layout = discover_targets(model_config, _targets(targets))
     with torch.device("meta"):
         net = build_hypernetwork(config, encoder_dim=encoder_dim, n_layers=layout.n_layers, shapes=layout.shapes, seed=None)

@@ -210,4 +210,5 @@ def test_peft_state_dict_is_what_gets_exported(world):
     base = GgufBase(architecture="llama", hf_architecture="LlamaForCausalLM", n_layers=3, n_head=4, n_kv_head=2,
                     tied_embeddings=False)
     out = gguf_tensors(peft_state_dict(lora), base, rank=8)
+    assert GgufBase.from_config(tiny_llama().config) == base  # an in-memory config (no architectures) maps by type
     assert len(out) == 2 * 7 * 3 and list(out)[:2] == ["blk.0.ffn_down.weight.lora_a", "blk.0.ffn_down.weight.lora_b"]

@@ -48,7 +48,8 @@ class GgufBase:
 
     @classmethod
     def from_config(cls, config, name: str = "the base model") -> GgufBase:
-        arch = (getattr(config, "architectures", None) or [type(config).__name__])[0]
+        by_type = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}  # a config without architectures
+        arch = (getattr(config, "architectures", None) or [by_type.get(config.model_type, config.model_type)])[0]
         if arch not in ARCHITECTURES:
             raise Text2LoraError(f"GGUF export supports {', '.join(ARCHITECTURES)} bases; {name} is {arch}, "
                                  "whose llama.cpp tensor layout text2lora does not map")

@@ -12,6 +12,11 @@ from text2lora.models.bundled import BUNDLED_BASE
 
 #: Method names the CLI accepts (besides ``peft:<dir>`` and ``t2l:<dir>``).
 METHODS = ("base", "desc-prompt", "icl3", "multitask-lora", "task-lora", "t2l-recon", "t2l-sft", "t2l")
+#: Suffixes for T2L methods whose adapters also read worked examples: ``t2l+shots`` generates each task's adapter
+#: from its description and the same ``icl_shots`` examples ``icl3`` shows (none in the prompt);
+#: ``+shuffled-shots`` pairs each example's input with another example's output (the control).
+SHOT_SUFFIXES = ("+shots", "+shuffled-shots")
+T2L_METHODS = ("t2l-recon", "t2l-sft", "t2l")
 #: Description groups for the T2L methods.
 GROUPS = ("train", "heldout", "other", "random")
 #: The default T2L description groups: a training description and held-out ones.
@@ -106,8 +111,22 @@ class EvalConfig:
         return self.method_groups.get(method, self.groups)
 
 
+def split_shots(name: str) -> tuple[str, str | None]:
+    """``t2l+shots`` -> ``("t2l", "+shots")``; a name without a shots suffix -> ``(name, None)``."""
+    for suffix in SHOT_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)], suffix
+    return name, None
+
+
 def check_method_name(name: str) -> str:
-    """Accept a known method name or ``peft:<dir>`` / ``t2l:<dir>``; anything else is a user error."""
+    """Accept a known method name, ``peft:<dir>`` / ``t2l:<dir>``, or a T2L method with a shots suffix
+    (``t2l+shots``, ``t2l:<dir>+shuffled-shots``); anything else is a user error."""
+    base, suffix = split_shots(name)
+    if suffix is not None:
+        if base in T2L_METHODS or (base.startswith("t2l:") and base[4:].strip()):
+            return name
+        raise Text2LoraError(f"{suffix} applies to T2L methods ({', '.join(T2L_METHODS)}, t2l:<dir>), not {base!r}")
     if name in METHODS:
         return name
     prefix, sep, rest = name.partition(":")
@@ -117,7 +136,8 @@ def check_method_name(name: str) -> str:
 
     close = difflib.get_close_matches(name, METHODS, n=2)
     hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-    raise Text2LoraError(f"unknown method {name!r}{hint}; choose from {', '.join(METHODS)}, peft:<dir> or t2l:<dir>")
+    raise Text2LoraError(f"unknown method {name!r}{hint}; choose from {', '.join(METHODS)}, peft:<dir> or t2l:<dir> "
+                         f"(T2L methods also as <method>+shots, <method>+shuffled-shots)")
 
 
 def split_list(value: str | list[str] | tuple[str, ...] | None) -> list[str]:

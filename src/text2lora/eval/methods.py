@@ -9,6 +9,9 @@ how each unit's prompt is built, and supplies each unit's adapter (or none).
   for each description group: ``train`` (the task's own training description), ``heldout`` (its held-out
   evaluation descriptions), ``other`` (descriptions of tasks from other source families) and ``random``
   (random letters shaped like the task's description).
+* ``<t2l method>+shots``: the adapter is generated from the description *and* the task's ``icl_shots`` examples
+  (the very ones ``icl3`` puts in its prompt, so the two are paired); the prompt stays plain.
+  ``<t2l method>+shuffled-shots``: the same examples with each input paired with another example's output.
 """
 
 from __future__ import annotations
@@ -141,13 +144,38 @@ class T2LMethod(Method):
 
     uses_adapters = True
 
-    def __init__(self, name: str, checkpoint: Path, model) -> None:
+    def __init__(self, name: str, checkpoint: Path, model, *, shots: str | None = None, k: int = 3,
+                 seed: int = 0) -> None:
         super().__init__(name)
         self.checkpoint = Path(checkpoint)
         self.t2l = load_t2l_for(self.checkpoint, model)
         self.files = hash_files(self.checkpoint, T2L_FILES)
+        self.shots, self.k, self.seed = shots, k, seed  #: None, "+shots" or "+shuffled-shots"
+        self.examples: dict[str, list] = {}  #: task -> the examples its adapters are generated from
+        if shots is not None and self.t2l.max_examples == 0:
+            raise Text2LoraError(f"{name}: the checkpoint {checkpoint} was trained on descriptions only and cannot "
+                                 "read examples")
+        if shots is not None and not 1 <= k <= self.t2l.max_examples:
+            raise Text2LoraError(f"{name}: {k} shots, but the checkpoint reads 1 to {self.t2l.max_examples} examples "
+                                 "({icl_shots})")
+
+    def task_examples(self, etask: EvalTask) -> list | None:
+        """The examples of ``etask`` (icl3's shots, shuffled for the control), or None when the task has too few
+        instances outside the scored ones to give every instance the same shots."""
+        from text2lora.examples import example_from_instance, shuffled_outputs
+
+        if len(etask.pool) < self.k:
+            return None
+        examples = [example_from_instance(i) for i in etask.shots(0, self.k, self.seed)]
+        return shuffled_outputs(examples) if self.shots == "+shuffled-shots" else examples
 
     def units(self, etask: EvalTask, groups: DescriptionGroups, group_names: tuple[str, ...]) -> list[Unit]:
+        if self.shots is not None:
+            examples = self.task_examples(etask)
+            if examples is None:
+                self.skipped[etask.name] = f"fewer than {self.k} instances outside the scored ones to take shots from"
+                return []
+            self.examples[etask.name] = examples
         out = []
         for group in group_names:
             descriptions = groups.pick(group, etask.task)
@@ -157,17 +185,28 @@ class T2LMethod(Method):
         return out
 
     def fingerprint(self, unit: Unit) -> dict[str, Any]:
-        return {"name": self.name, "kind": "t2l", "files": self.files}
+        out = {"name": self.name, "kind": "t2l", "files": self.files}
+        if self.shots is not None:
+            out["examples"] = [e.to_json() for e in self.examples[unit.task]]
+        return out
 
     def adapters(self, units: list[Unit]) -> list[LoraWeights]:
-        texts = list(dict.fromkeys(u.description for u in units))
-        weights = self.t2l.generate(texts)
-        index = {t: i for i, t in enumerate(texts)}
-        return [weights.select(index[u.description]) for u in units]
+        if self.shots is None:
+            keys = list(dict.fromkeys(u.description for u in units))
+            weights = self.t2l.generate(keys)
+            index = {t: i for i, t in enumerate(keys)}
+            return [weights.select(index[u.description]) for u in units]
+        pairs = list(dict.fromkeys((u.description, u.task) for u in units))
+        weights = self.t2l.generate([d for d, _ in pairs], examples=[self.examples[t] for _, t in pairs])
+        index = {p: i for i, p in enumerate(pairs)}
+        return [weights.select(index[(u.description, u.task)]) for u in units]
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": "t2l", "path": str(self.checkpoint),
-                "base_model": self.t2l.meta.base_model, "info": self.t2l.meta.info}
+        out = {"name": self.name, "kind": "t2l", "path": str(self.checkpoint),
+               "base_model": self.t2l.meta.base_model, "info": self.t2l.meta.info}
+        if self.shots is not None:
+            out["shots"] = {"mode": self.shots, "k": self.k}
+        return out
 
 
 def load_adapter_for(path: Path, model) -> LoraWeights:
@@ -225,6 +264,10 @@ def load_t2l_for(checkpoint: Path, model):
 
 def method_path(name: str, config: EvalConfig) -> Path | None:
     """The adapter, LoRA library or checkpoint directory a method reads (checked to exist), or None."""
+    from text2lora.eval.config import check_method_name, split_shots
+
+    check_method_name(name)
+    name = split_shots(name)[0]
     if name in ("base", "desc-prompt", "icl3"):
         return None
     if name in ("multitask-lora", "task-lora"):
@@ -245,15 +288,19 @@ def method_path(name: str, config: EvalConfig) -> Path | None:
         return default_checkpoint()
     if name.startswith("t2l:"):
         return _existing(name[4:], f"{name}: no such checkpoint directory")
-    from text2lora.eval.config import check_method_name
-
-    check_method_name(name)
     raise Text2LoraError(f"method {name!r} is not implemented")
 
 
 def build_method(name: str, config: EvalConfig, model) -> Method:
     """The method a CLI name stands for, with its files checked against ``model``."""
+    from text2lora.eval.config import split_shots
+
     path = method_path(name, config)
+    base, shots = split_shots(name)
+    if shots is not None:
+        label = f"t2l:{path.name}{shots}" if base.startswith("t2l:") else name
+        return T2LMethod(label, path, model, shots=shots, k=config.settings.icl_shots,
+                         seed=config.settings.seed)
     if name in ("base", "desc-prompt", "icl3"):
         return Method(name, {"base": PLAIN, "desc-prompt": DESCRIPTION, "icl3": ICL}[name])
     if name == "multitask-lora" or name.startswith("peft:"):

@@ -63,7 +63,7 @@ def free_port() -> int:
 
 
 def start_server(port: int, checkpoint: str | None, max_batch: int, threads: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "text2lora.serve", "--host", "127.0.0.1", "--port", str(port), "--log-level",
+    cmd = [sys.executable, "-m", "text2lora", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level",
            "warning", "--max-batch", str(max_batch), "--max-concurrent", "64", "--threads", str(threads)]
     if checkpoint:
         cmd += ["--checkpoint", checkpoint]

@@ -255,3 +255,34 @@ async def _requests_then_sigterm(url: str, body: dict, proc: subprocess.Popen):
         await asyncio.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         return await stream_task, await asyncio.gather(*others)
+
+
+# --------------------------------------------------------------------------------------------- memory
+def test_freed_memory_is_given_back_after_a_batch_that_evicted(tiny_parts, monkeypatch):
+    import sys as _sys
+
+    from text2lora.serve import adapters as adapters_module
+    from text2lora.serve.adapters import AdapterFactory
+    from text2lora.serve.cache import AdapterCache
+    from text2lora.serve.memory import release_free_memory
+
+    if _sys.platform.startswith("linux"):
+        assert release_free_memory()  # glibc's malloc_trim is found and runs
+    calls = []
+    monkeypatch.setattr(adapters_module, "release_free_memory", lambda: calls.append(1) or True)
+    cache = AdapterCache(max_adapters=3, max_bytes=2**30)
+    factory = AdapterFactory(tiny_parts[0], cache)
+    factory._generate({d: (d, [Future()]) for d in ["a b", "c d"]})
+    assert cache.evictions == 0 and calls == []  # nothing evicted: nothing to give back
+    factory._generate({d: (d, [Future()]) for d in ["e f", "g h", "i j"]})
+    assert cache.evictions == 2 and len(cache) == 3 and calls == [1]
+
+
+def test_limits_refuse_non_finite_values():
+    from text2lora.errors import Text2LoraError
+    from text2lora.serve.limits import ServeLimits
+
+    assert ServeLimits().body_timeout_s > 0 and ServeLimits().shutdown_grace_s > 0
+    for field in ("body_timeout_s", "shutdown_grace_s", "gather_ms"):
+        with pytest.raises(Text2LoraError, match=field):
+            ServeLimits(**{field: float("nan")})

@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from text2lora.api import T2L
 from text2lora.errors import Text2LoraError, Unavailable
 from text2lora.serve.cache import Adapter, AdapterCache, adapter_id, module_fingerprint, normalise_description
+from text2lora.serve.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class AdapterFactory:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._trimmed_at = 0  #: the cache's eviction count when freed memory was last given back
 
     def id_for(self, description: str) -> str:
         return adapter_id(self.fingerprint, description)
@@ -120,6 +122,9 @@ class AdapterFactory:
                 log.exception("could not store adapter %s on disk; it is kept in memory only", item.id)
             for f in batch[item.id][1]:
                 _settle(f, result=item)
+        if self.cache.evictions != self._trimmed_at:  # evicted adapters' memory goes back to the OS
+            self._trimmed_at = self.cache.evictions
+            release_free_memory()
 
     @staticmethod
     def _fail(batch: dict[str, tuple[str, list[Future]]], error: Exception) -> None:

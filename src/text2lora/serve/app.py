@@ -84,12 +84,15 @@ class Context:
     slots: Slots
 
     async def adapter_for(self, description: str) -> Adapter:
+        """The server's own bound on description length, then the library's one description check (empty, not
+        valid text: :func:`~text2lora.encoders.check_descriptions`, which the CLI and the API use too)."""
+        from text2lora.encoders import check_descriptions
+
         limits = self.limits
-        if not description.strip():
-            raise ApiError(400, "the task description is empty", "invalid_request", "description")
         if len(description) > limits.max_description_chars:
             raise ApiError(400, f"the task description is {len(description)} characters; the limit is "
                            f"{limits.max_description_chars}", "description_too_long", "description")
+        check_descriptions([description])
         return await asyncio.wrap_future(self.runtime.adapters.get_or_create(description))
 
     async def adapter_by_id(self, aid: str) -> Adapter:

@@ -73,6 +73,7 @@ class AdapterCache:
         self._items: OrderedDict[str, Adapter] = OrderedDict()
         self._descriptions: OrderedDict[str, str] = OrderedDict()
         self._bytes = 0
+        self.evictions = 0  #: adapters evicted so far (the factory gives their memory back after a batch)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -122,6 +123,7 @@ class AdapterCache:
             while len(self._items) > 1 and (len(self._items) > self.max_adapters or self._bytes > self.max_bytes):
                 _, evicted = self._items.popitem(last=False)
                 self._bytes -= evicted.nbytes
+                self.evictions += 1
 
 
 class AdapterStore:

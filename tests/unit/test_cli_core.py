@@ -270,7 +270,7 @@ def test_descriptions_files_are_bounded_and_batched(trained_ckpt, tmp_path, caps
     # a long file is generated in batches, with the same adapters as alone
     calls = []
     real = api.T2L.generate
-    monkeypatch.setattr(api.T2L, "generate", lambda self, d: calls.append(len(d)) or real(self, d))
+    monkeypatch.setattr(api.T2L, "generate", lambda self, d, examples=None: calls.append(len(d)) or real(self, d, examples))
     monkeypatch.setattr(api, "GENERATE_BATCH", 2)
     five = tmp_path / "five.txt"
     five.write_text("\n".join(TASKS + TASKS[:2]) + "\n")  # five lines; the one-hot encoder knows these names

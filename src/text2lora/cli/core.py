@@ -93,10 +93,13 @@ def generate(
     base_model: Annotated[Optional[str], typer.Option(help="Check that the adapter fits this base model (default: the checkpoint's).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="peft (an adapter directory) or gguf (a llama.cpp / Ollama LoRA file, --out plus .gguf).")] = "peft",
     outtype: Annotated[str, typer.Option(help="GGUF tensor type: f32 or f16.")] = "f32",
+    examples: Annotated[Optional[Path], typer.Option(help="Worked examples for the adapter to learn from, as a task file (JSON Lines, {\"input\": ..., \"output\": ...} per line); they stay out of the prompt. Needs a checkpoint trained with examples.")] = None,
 ) -> None:
     """Generate LoRA adapters (PEFT directories, or llama.cpp GGUF files) from task descriptions, in one hypernetwork forward pass.
 
     Example: text2lora generate "Classify the sentiment of a movie review as positive or negative." --out sentiment
+
+    With examples: text2lora generate "Classify the sentiment." --examples shots.jsonl --out sentiment
     """
     from text2lora.api import T2L
 
@@ -106,11 +109,21 @@ def generate(
 
     descriptions = [description] if description is not None else _read_descriptions(descriptions_file)
     check_descriptions(descriptions)  # before any model loads
+    shots = None
+    if examples is not None:
+        from text2lora.examples import read_examples_file
+
+        shots = read_examples_file(examples)
     if fmt not in ("peft", "gguf"):
         raise Text2LoraError(f"unknown --format {fmt!r}; choose peft or gguf")
     if fmt == "peft" and outtype != "f32":
         raise Text2LoraError("--outtype is for --format gguf (PEFT adapters are float32)")
     t2l = T2L.load(checkpoint)
+    if shots and t2l.max_examples == 0:
+        raise Text2LoraError(f"--examples: the checkpoint {checkpoint or 'shipped with text2lora'} was trained on "
+                             "descriptions only and cannot read examples")
+    if shots and len(shots) > t2l.max_examples:
+        raise Text2LoraError(f"--examples: {len(shots)} examples; this checkpoint reads at most {t2l.max_examples}")
     if base_model is not None:
         t2l.check_base_model(base_model)
     if description is not None:
@@ -121,9 +134,9 @@ def generate(
         from text2lora.export.gguf import save_gguf_adapters
 
         outs = [o if o.suffix == ".gguf" else Path(f"{o}.gguf") for o in outs]
-        paths = save_gguf_adapters(t2l, descriptions, outs, outtype=outtype)
+        paths = save_gguf_adapters(t2l, descriptions, outs, outtype=outtype, examples=shots)
     else:
-        paths = t2l.save_adapters(descriptions, outs)
+        paths = t2l.save_adapters(descriptions, outs, examples=shots)
     if descriptions_file is not None:
         from text2lora.paths import write_json
 

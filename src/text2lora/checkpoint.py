@@ -104,9 +104,9 @@ def save_checkpoint(net: HyperNetwork, meta: CheckpointMeta, out_dir: str | os.P
     """Write a checkpoint directory atomically (a killed save leaves the old one, or none)."""
     from safetensors.torch import save_file
 
-    from text2lora.paths import write_json
+    from text2lora.paths import check_out_path, write_json
 
-    out_dir = Path(out_dir)
+    out_dir = check_out_path(out_dir)
     if out_dir.exists() and out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / CONFIG_FILE).exists():
         raise Text2LoraError(f"{out_dir} exists, is not empty and is not a text2lora checkpoint; refusing to replace it")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
@@ -148,6 +148,10 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, device: str | torch.device = "c
     meta = read_meta(ckpt_dir)
     net = build_from_meta(meta, seed=None)
     state = read_safetensors(ckpt_dir / WEIGHTS_FILE, "checkpoint weights")
+    for k, v in state.items():  # a diverged run's weights would make NaN adapters that load without complaint
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise Text2LoraError(f"checkpoint {ckpt_dir}: {k} holds NaN or infinite values (a diverged training "
+                                 "run?); it cannot make adapters")
     load_weights_into(net, state, f"checkpoint {ckpt_dir}")
     net.to(device)
     net.eval()

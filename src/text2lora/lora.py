@@ -23,7 +23,7 @@ from torch import nn
 from text2lora.config import LoraConfig
 from text2lora.errors import Text2LoraError
 from text2lora.models.targets import TargetLayout
-from text2lora.paths import atomic_dir
+from text2lora.paths import atomic_dir, check_out_path
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_CONFIG = "adapter_config.json"
@@ -219,7 +219,7 @@ def save_peft_adapter(
     metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write adapter ``index`` as a PEFT adapter directory (:func:`peft_files`), atomically."""
-    out_dir = Path(out_dir)
+    out_dir = check_out_path(out_dir)
     if out_dir.exists() and out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / PEFT_CONFIG).exists():
         raise Text2LoraError(f"{out_dir} exists, is not empty and is not an adapter directory; refusing to replace it")
     files = peft_files(weights, base_model_name_or_path=base_model_name_or_path, index=index, metadata=metadata)

@@ -102,9 +102,26 @@ def atomic_dir(target: str | os.PathLike, *, overwrite: bool = True) -> Iterator
         raise
 
 
+#: The longest file name :func:`atomic_dir` can write: its temporary name adds 14 bytes (``.tmp-`` and
+#: ``-XXXXXXXX``) and most file systems allow 255.
+MAX_NAME_BYTES = 255 - 14
+
+
+def check_out_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if every component is short enough to be written atomically; one error otherwise (an
+    over-long name would fail deep inside, at the first ``stat``, with ``OSError: File name too long``)."""
+    path = Path(path)
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > MAX_NAME_BYTES:
+            raise Text2LoraError(f"the name {part[:40]}... is {size} bytes long; the limit is {MAX_NAME_BYTES}")
+    return path
+
+
 def _replaceable(target: Path) -> Path:
     """Refuse targets that cannot be renamed over: ``.``, ``..``, ``/`` or any directory holding the working
     directory (replacing it would delete what the user is working in)."""
+    check_out_path(target)
     try:
         resolved, cwd = target.resolve(), Path.cwd().resolve()
     except OSError as e:
@@ -169,7 +186,7 @@ def remove_stale_temporaries(parent: str | os.PathLike, names: Iterable[str] | N
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename; the file's mode follows the umask."""
-    path = Path(path)
+    path = check_out_path(path)
     parent = _check_parent_writable(path)
     try:
         tmp, fd = _create_fresh(parent, f".tmp-{path.name}-", _new_file)

@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from text2lora.cli.options import ConfigOpt, SetOpt, settings_from
+from text2lora.errors import Text2LoraError
+from text2lora.paths import check_out_path
 from text2lora.eval.config import EvalSettings
 
 _SETTINGS = EvalSettings()  # every setting's default comes from here
@@ -58,6 +60,8 @@ def eval_(
     from text2lora.eval.report import summary_lines, write_report
     from text2lora.eval.runner import evaluate
 
+    if report is not None and check_out_path(report).exists() and not report.is_dir():  # found now, not after the whole run
+        raise Text2LoraError(f"--report {report} is a file; name a directory for results.json, .md and .png")
     settings = settings_from(ctx, EvalSettings, config, set_, base_model=base_model, max_instances=max_instances,
                              max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
                              icl_max_prompt_tokens=icl_max_prompt_tokens,
@@ -86,7 +90,6 @@ def _str(path: Path | None) -> str | None:
 
 
 def _method_groups(items: list[str]) -> dict[str, tuple[str, ...]]:
-    from text2lora.errors import Text2LoraError
     from text2lora.eval.config import split_list
 
     out: dict[str, tuple[str, ...]] = {}

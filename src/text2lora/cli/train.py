@@ -17,9 +17,10 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in -
 
 def _check_run_dir(out: Path, resume: bool, run_config: dict) -> None:
     """Fail on an unusable --out or a mismatched --resume before any model loads."""
+    from text2lora.paths import check_out_path
     from text2lora.train.loop import check_out_dir, check_resume_config
 
-    check_out_dir(out, resume)
+    check_out_dir(check_out_path(out), resume)
     if resume:
         check_resume_config(out, run_config)
 
@@ -68,6 +69,9 @@ def lora(
     if bool(task) == multitask:
         raise Text2LoraError("give --task NAME (one or more) or --multitask")
     cfg = load_config("lora", config, parse_sets(set_))
+    from text2lora.paths import check_out_path
+
+    check_out_path(out)
     train_baselines(cfg, out, tasks=list(task) if task else None, resume=resume)
 
 

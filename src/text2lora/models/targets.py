@@ -245,5 +245,7 @@ def discover_targets(config_source: Any, modules: tuple[str, ...] | list[str] = 
         if len(shapes) != 1:
             raise Text2LoraError(f"target {name!r} changes shape across layers ({sorted(shapes)}); not supported")
         (d_in, d_out), = shapes
+        if d_in < 1 or d_out < 1:
+            raise Text2LoraError(f"target {name!r} is {d_in}->{d_out} in this config; a LoRA needs both sizes >= 1")
         specs.append(TargetSpec(name.rsplit(".", 1)[-1], d_in, d_out, tuple(p for p, _, _ in found)))
     return TargetLayout(str(config.model_type), len(indices), tuple(specs))

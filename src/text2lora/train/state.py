@@ -116,7 +116,7 @@ def load_training_checkpoint(path: Path, *, model, optimizer, scheduler) -> dict
 
     steps = [
         ("trainable.safetensors", lambda: load_trainable_state(model, tensors("trainable.safetensors"))),
-        ("optimizer.safetensors", lambda: optimizer.load_state_dict(
+        ("optimizer.json / optimizer.safetensors", lambda: optimizer.load_state_dict(
             _join_optimizer(tensors("optimizer.safetensors"), scalars("optimizer.json")))),
         ("scheduler.json", lambda: scheduler.load_state_dict(scalars("scheduler.json"))),
         ("rng.safetensors", lambda: torch.set_rng_state(tensors("rng.safetensors")["torch"])),

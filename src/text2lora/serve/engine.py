@@ -194,15 +194,17 @@ class DecodeEngine:
                 if new is None:
                     self._shut_down()
                     return
-                if new:
-                    self._admit_each(new)
-                if self._rows:
-                    try:
+                try:
+                    if new:
+                        self._admit_each(new)
+                    if self._rows:
                         self._step()
-                    except Exception as e:  # noqa: BLE001 - the model call itself failed (a bug): fail the batch
-                        log.exception("decode step failed")
-                        self._fail(self._rows, f"internal error: {type(e).__name__}")
-                        self._reset()
+                except Exception as e:  # noqa: BLE001 - a step's model call failed (a bug, not input): fail the batch
+                    log.exception("decode step failed")
+                    joined = {row.req for row in self._rows}
+                    stranded = [_Row(r) for r in new if r not in joined]
+                    self._fail(self._rows + stranded, f"internal error: {type(e).__name__}")
+                    self._reset()
 
     def _shut_down(self) -> None:
         """Every request still decoding or waiting gets :class:`Unavailable` (HTTP 503)."""
@@ -213,21 +215,20 @@ class DecodeEngine:
         self._reset()
 
     def _admit_each(self, reqs: list[GenRequest]) -> None:
-        """Prefill ``reqs`` together; if that raises, one at a time, so a request that fails fails alone."""
+        """Prefill ``reqs`` together; if that raises, one at a time, so a request that fails fails alone; then
+        join the prefilled rows to the running batch."""
         try:
-            self._admit(reqs)
-            return
-        except Exception as e:  # noqa: BLE001 - isolated below
-            if len(reqs) == 1:
-                log.exception("prefill failed")
-                self._fail([_Row(reqs[0])], f"internal error: {type(e).__name__}")
-                return
-        for req in reqs:
-            try:
-                self._admit([req])
-            except Exception as e:  # noqa: BLE001 - this request alone
-                log.exception("prefill failed")
-                self._fail([_Row(req)], f"internal error: {type(e).__name__}")
+            prefilled = [self._prefill(reqs)]
+        except Exception:  # noqa: BLE001 - isolated below
+            prefilled = []
+            for req in reqs:
+                try:
+                    prefilled.append(self._prefill([req]))
+                except Exception as one:  # noqa: BLE001 - this request alone
+                    log.error("prefill failed", exc_info=one)
+                    self._fail([_Row(req)], f"internal error: {type(one).__name__}")
+        for part in prefilled:
+            self._join(*part)
 
     def _take(self) -> list[GenRequest] | None:
         with self._cond:
@@ -251,9 +252,8 @@ class DecodeEngine:
                     taken.append(req)
             return taken
 
-    def _admit(self, reqs: list[GenRequest]) -> None:
-        """Prefill ``reqs`` and join them to the running batch; nothing changes state until the model call and
-        sampling have succeeded."""
+    def _prefill(self, reqs: list[GenRequest]) -> tuple:
+        """The model call and first tokens for ``reqs``, changing no state: (rows, kv, mask, first tokens)."""
         rows = [_Row(r, generator=_generator(r.params)) for r in reqs]
         width = max(len(r.prompt_ids) for r in reqs)
         ids = torch.full((len(reqs), width), self.pad_id, dtype=torch.long)
@@ -265,7 +265,10 @@ class DecodeEngine:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         lora = self._cat_adapters([r.adapter for r in reqs])
         logits, kv = self._forward(ids, mask, positions, [], lora)
-        first = self._sample(logits, rows)
+        return rows, kv, mask, self._sample(logits, rows)
+
+    def _join(self, rows: list[_Row], kv, mask: torch.Tensor, first: torch.Tensor) -> None:
+        """Add prefilled rows to the running batch and emit their first tokens."""
         running = self._cat_adapters([row.req.adapter for row in self._rows + rows])
         self._merge(rows, kv, mask)
         self._next = torch.cat([self._next, first])

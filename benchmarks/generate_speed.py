@@ -5,7 +5,9 @@ bundled all-MiniLM-L6-v2 encoder, the median over --runs runs of:
   * one description -> adapter in memory (encode + hypernetwork),
   * one description -> PEFT directory on disk,
   * per description, in a batch of --batch descriptions (in memory),
-and the ratio one-at-a-time / batched. Every run uses new descriptions, so nothing is cached.
+  * one description + 3 worked examples -> adapter in memory (a hypernetwork with the examples conditioner),
+and the ratios one-at-a-time / batched and with examples / description only. Every run uses new descriptions and
+examples, so nothing is cached.
 
     python benchmarks/generate_speed.py [--runs 20] [--batch 64] [--threads N]
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 import torch
 
 from text2lora.api import T2L, init_checkpoint
+from text2lora.config import ExamplesConfig, HyperNetConfig, LoraConfig
 
 TEMPLATES = [
     "Classify the sentiment of review number {i} as positive or negative.",
@@ -45,15 +48,25 @@ def median_ms(fn, runs: int, start: int, per: int = 1) -> float:
     return statistics.median(times) * 1e3
 
 
+def shots(start: int, k: int = 3) -> list[dict[str, str]]:
+    return [{"input": f"Review {start}-{j}: the plot was {'dull' if j % 2 else 'moving'} and long.",
+             "output": "negative" if j % 2 else "positive"} for j in range(k)]
+
+
 def bench_variant(variant: str, root: Path, runs: int, batch: int) -> dict[str, float]:
     ckpt = init_checkpoint(root / f"t2l-{variant}", variant=variant)
     t2l = T2L.load(ckpt)
+    ex_ckpt = init_checkpoint(root / f"t2l-{variant}-examples", variant=variant,
+                              hypernet=HyperNetConfig(variant=variant, lora=LoraConfig(), examples=ExamplesConfig()))
+    t2l_ex = T2L.load(ex_ckpt)
+    with_examples = median_ms(lambda s: t2l_ex.generate(descriptions(s, 1), examples=shots(s)), runs, 50_000)
     single = median_ms(lambda s: t2l.generate(descriptions(s, 1)), runs, 10_000)
     to_disk = median_ms(lambda s: t2l.save_adapter(descriptions(s, 1)[0], root / f"out-{variant}"), runs, 20_000)
     batched = median_ms(lambda s: t2l.generate(descriptions(s, batch)), runs, 30_000, per=batch) / batch
     encode = median_ms(lambda s: t2l.embed(descriptions(s, 1)), runs, 40_000)
     params = sum(p.numel() for p in t2l.hypernet.parameters())
-    return {"params": params, "single": single, "encode": encode, "disk": to_disk, "batched": batched}
+    return {"params": params, "single": single, "encode": encode, "disk": to_disk, "batched": batched,
+            "examples": with_examples}
 
 
 def main() -> None:
@@ -71,11 +84,13 @@ def main() -> None:
         for variant in args.variants:
             rows.append((variant, bench_variant(variant, Path(tmp), args.runs, args.batch)))
     print(f"| variant | params | 1 desc -> adapter in memory (ms) | of which encoder (ms) | 1 desc -> PEFT dir (ms) "
-          f"| per desc in a batch of {args.batch} (ms) | one-at-a-time / batched |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          f"| per desc in a batch of {args.batch} (ms) | one-at-a-time / batched | 1 desc + 3 examples -> adapter "
+          f"(ms) | with examples / description only |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for variant, r in rows:
         print(f"| {variant} | {r['params'] / 1e6:.2f}M | {r['single']:.1f} | {r['encode']:.1f} | {r['disk']:.1f} "
-              f"| {r['batched']:.2f} | {r['single'] / r['batched']:.1f}x |")
+              f"| {r['batched']:.2f} | {r['single'] / r['batched']:.1f}x | {r['examples']:.1f} "
+              f"| {r['examples'] / r['single']:.2f}x |")
 
 
 if __name__ == "__main__":

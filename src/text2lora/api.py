@@ -21,7 +21,7 @@ from text2lora.checkpoint import CheckpointMeta, build_from_meta, load_checkpoin
 from text2lora.config import HyperNetConfig, LoraConfig
 from text2lora.encoders import Encoder, EncoderSpec, build_encoder, check_descriptions
 from text2lora.errors import Text2LoraError
-from text2lora.examples import Example, encode_examples, example_rows, examples_digest
+from text2lora.examples import Example, encode_examples, example_rows
 from text2lora.hypernet import HyperNetwork
 from text2lora.lora import LoraWeights, adapter_provenance, save_peft_adapter
 from text2lora.models.bundled import BUNDLED_BASE, BUNDLED_ENCODER, hub_name, resolve_model
@@ -140,9 +140,7 @@ class T2L:
             chunk_rows = rows[start:start + batch_size]
             weights = self.generate(chunk, examples=chunk_rows)
             for i, (d, row, out) in enumerate(zip(chunk, chunk_rows, out_dirs[start:start + batch_size])):
-                metadata = adapter_provenance(d, self.meta.base_model)
-                if row:
-                    metadata["text2lora_examples"] = f"{len(row)} examples, sha256:{examples_digest(row)}"
+                metadata = adapter_provenance(d, self.meta.base_model, row)
                 paths.append(save_peft_adapter(weights, out, base_model_name_or_path=base, index=i,
                                                metadata=metadata))
         return paths

@@ -185,9 +185,15 @@ def peft_lora_config(weights: LoraWeights, base_model_name_or_path: str):
     )
 
 
-def adapter_provenance(description: str, base_model: str) -> dict[str, str]:
-    """What every written adapter says about where it came from (CLI, API, server store, HTTP download alike)."""
-    return {"text2lora_description": description[:2000], "text2lora_base_model": base_model}
+def adapter_provenance(description: str, base_model: str, examples=()) -> dict[str, str]:
+    """What every written adapter says about where it came from (CLI, API, server store, HTTP download alike).
+    Worked examples are recorded by count and digest, never by content."""
+    out = {"text2lora_description": description[:2000], "text2lora_base_model": base_model}
+    if examples:
+        from text2lora.examples import examples_digest
+
+        out["text2lora_examples"] = f"{len(examples)} examples, sha256:{examples_digest(examples)}"
+    return out
 
 
 def peft_files(weights: LoraWeights, *, base_model_name_or_path: str, index: int = 0,

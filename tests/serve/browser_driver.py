@@ -48,8 +48,10 @@ def live_server(app):
         sock.close()
 
 
-def drive(url: str, description: str, user_input: str, screenshot: Path | None = None, timeout_ms: int = 60_000) -> dict:
-    """Open the page, create an adapter, run one input; return what the page shows."""
+def drive(url: str, description: str, user_input: str, screenshot: Path | None = None, timeout_ms: int = 60_000,
+          examples: str | None = None) -> dict:
+    """Open the page, create an adapter (from ``examples`` too, "input => output" lines, when given), run one
+    input; return what the page shows."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -59,6 +61,9 @@ def drive(url: str, description: str, user_input: str, screenshot: Path | None =
             page = browser.new_page(viewport={"width": 1200, "height": 760})
             page.goto(url + "/", wait_until="domcontentloaded")
             page.fill("#description", description)
+            if examples is not None:
+                page.wait_for_selector("#examples", state="visible", timeout=timeout_ms)
+                page.fill("#examples", examples)
             page.click("#generate")
             page.wait_for_selector("#adapter.shown", timeout=timeout_ms)
             page.fill("#input", user_input)

@@ -101,14 +101,14 @@ def test_one_failing_description_fails_only_its_requests(tiny_parts):
             return t2l.generate(descriptions)
 
     factory = AdapterFactory(Flaky(), AdapterCache(10, 2**30))
-    batch = {name: (name, [Future()]) for name in ["Sort words.", "poison", "Count letters."]}
+    batch = {name: (name, (), [Future()]) for name in ["Sort words.", "poison", "Count letters."]}
     gone = Future()
     gone.cancel()  # a waiter that went away (client disconnected, request cut by shutdown)
-    batch["Sort words."][1].append(gone)
+    batch["Sort words."][2].append(gone)
     factory._generate(batch)
-    assert batch["Sort words."][1][0].result().description == "Sort words."
-    assert batch["Count letters."][1][0].result().description == "Count letters."
-    assert isinstance(batch["poison"][1][0].exception(), RuntimeError)
+    assert batch["Sort words."][2][0].result().description == "Sort words."
+    assert batch["Count letters."][2][0].result().description == "Count letters."
+    assert isinstance(batch["poison"][2][0].exception(), RuntimeError)
     waiting = Future()
     factory._pending["x"] = ("never generated", [waiting])
     factory.close()
@@ -272,9 +272,9 @@ def test_freed_memory_is_given_back_after_a_batch_that_evicted(tiny_parts, monke
     monkeypatch.setattr(adapters_module, "release_free_memory", lambda: calls.append(1) or True)
     cache = AdapterCache(max_adapters=3, max_bytes=2**30)
     factory = AdapterFactory(tiny_parts[0], cache)
-    factory._generate({d: (d, [Future()]) for d in ["a b", "c d"]})
+    factory._generate({d: (d, (), [Future()]) for d in ["a b", "c d"]})
     assert cache.evictions == 0 and calls == []  # nothing evicted: nothing to give back
-    factory._generate({d: (d, [Future()]) for d in ["e f", "g h", "i j"]})
+    factory._generate({d: (d, (), [Future()]) for d in ["e f", "g h", "i j"]})
     assert cache.evictions == 2 and len(cache) == 3 and calls == [1]
 
 

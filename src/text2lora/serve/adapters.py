@@ -34,15 +34,22 @@ class AdapterFactory:
         self._closed = False
         self._trimmed_at = 0  #: the cache's eviction count when freed memory was last given back
 
-    def id_for(self, description: str) -> str:
-        return adapter_id(self.fingerprint, description)
+    def id_for(self, description: str, examples=()) -> str:
+        return adapter_id(self.fingerprint, description, examples)
 
-    def get_or_create(self, description: str) -> Future:
-        """A future of the :class:`Adapter` for ``description`` (already done when it is cached)."""
+    def get_or_create(self, description: str, examples=()) -> Future:
+        """A future of the :class:`Adapter` for ``description`` and its checked worked examples (already done when
+        it is cached)."""
         description = normalise_description(description)
         if not description:
             raise Text2LoraError("the task description is empty")
-        aid = self.id_for(description)
+        examples = tuple(examples)
+        if examples and self.t2l.max_examples == 0:
+            raise Text2LoraError("this server's checkpoint was trained on descriptions only and cannot read examples")
+        if len(examples) > max(self.t2l.max_examples, 0):
+            raise Text2LoraError(f"{len(examples)} examples; this server's checkpoint reads at most "
+                                 f"{self.t2l.max_examples}")
+        aid = self.id_for(description, examples)
         future: Future = Future()
         cached = self.cache.get(aid)
         if cached is not None:
@@ -51,7 +58,7 @@ class AdapterFactory:
         with self._cond:
             if self._closed:
                 raise Unavailable("the server is shutting down")
-            self._pending.setdefault(aid, (description, []))[1].append(future)
+            self._pending.setdefault(aid, (description, examples, []))[2].append(future)
             self._start_locked()
             self._cond.notify()
         return future
@@ -63,15 +70,15 @@ class AdapterFactory:
             future: Future = Future()
             future.set_result(cached)
             return future
-        description = self.cache.description(aid)
-        return None if description is None else self.get_or_create(description)
+        known = self.cache.description(aid)
+        return None if known is None else self.get_or_create(*known)
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             pending, self._pending = self._pending, {}
             self._cond.notify_all()
-        for _, futures in pending.values():
+        for *_, futures in pending.values():
             for f in futures:
                 _settle(f, error=Unavailable("the server is shutting down"))
         if self._thread is not None:
@@ -94,7 +101,7 @@ class AdapterFactory:
                     del self._pending[aid]
             self._generate(batch)
 
-    def _generate(self, batch: dict[str, tuple[str, list[Future]]]) -> None:
+    def _generate(self, batch: dict[str, tuple[str, tuple, list[Future]]]) -> None:
         """One forward pass for the batch; if it raises, one per description, so a failure stays with its own."""
         try:
             self._generate_together(batch)
@@ -108,29 +115,32 @@ class AdapterFactory:
                 except Exception as one:  # noqa: BLE001 - this description's requests only
                     self._fail({aid: entry}, one)
 
-    def _generate_together(self, batch: dict[str, tuple[str, list[Future]]]) -> None:
+    def _generate_together(self, batch: dict[str, tuple[str, tuple, list[Future]]]) -> None:
         ids = list(batch)
         start = time.perf_counter()
-        weights = self.t2l.generate([batch[i][0] for i in ids])
+        rows = [list(batch[i][1]) for i in ids]
+        descriptions = [batch[i][0] for i in ids]
+        weights = self.t2l.generate(descriptions, examples=rows) if any(rows) else self.t2l.generate(descriptions)
         ms = (time.perf_counter() - start) * 1e3
-        items = [Adapter(aid, batch[aid][0], _own(weights.select(k)), ms) for k, aid in enumerate(ids)]
+        items = [Adapter(aid, batch[aid][0], _own(weights.select(k)), ms, examples=batch[aid][1])
+                 for k, aid in enumerate(ids)]
         del weights  # the batch's storage, before the cache takes the copies
         for item in items:
             try:
                 self.cache.put(item)
             except (OSError, Text2LoraError):
                 log.exception("could not store adapter %s on disk; it is kept in memory only", item.id)
-            for f in batch[item.id][1]:
+            for f in batch[item.id][2]:
                 _settle(f, result=item)
         if self.cache.evictions != self._trimmed_at:  # evicted adapters' memory goes back to the OS
             self._trimmed_at = self.cache.evictions
             release_free_memory()
 
     @staticmethod
-    def _fail(batch: dict[str, tuple[str, list[Future]]], error: Exception) -> None:
+    def _fail(batch: dict[str, tuple[str, tuple, list[Future]]], error: Exception) -> None:
         if not isinstance(error, Text2LoraError):
             log.error("adapter generation failed", exc_info=error)
-        for _, futures in batch.values():
+        for *_, futures in batch.values():
             for f in futures:
                 _settle(f, error=error)
 

@@ -21,6 +21,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
+from text2lora.errors import Text2LoraError
 from text2lora.serve import completions as cmp
 from text2lora.serve.cache import Adapter, is_adapter_id
 from text2lora.serve.limits import ServeLimits
@@ -83,17 +84,33 @@ class Context:
     limits: ServeLimits
     slots: Slots
 
-    async def adapter_for(self, description: str) -> Adapter:
+    def check_request(self, description: str, examples: list | None) -> tuple[str, tuple]:
         """The server's own bound on description length, then the library's one description check (empty, not
-        valid text: :func:`~text2lora.encoders.check_descriptions`, which the CLI and the API use too)."""
+        valid text: :func:`~text2lora.encoders.check_descriptions`) and its one examples check
+        (:func:`~text2lora.examples.check_examples`), which the CLI and the API use too."""
         from text2lora.encoders import check_descriptions
+        from text2lora.examples import check_examples
 
         limits = self.limits
         if len(description) > limits.max_description_chars:
             raise ApiError(400, f"the task description is {len(description)} characters; the limit is "
                            f"{limits.max_description_chars}", "description_too_long", "description")
         check_descriptions([description])
-        return await asyncio.wrap_future(self.runtime.adapters.get_or_create(description))
+        readable = self.runtime.t2l.max_examples
+        try:
+            checked = check_examples(examples)
+            if checked and readable == 0:
+                raise Text2LoraError("this server's checkpoint was trained on descriptions only and cannot read "
+                                     "examples")
+            if len(checked) > readable:
+                raise Text2LoraError(f"{len(checked)} examples; this server's checkpoint reads at most {readable}")
+        except Text2LoraError as e:
+            raise ApiError(400, str(e), "invalid_examples", "examples") from None
+        return description, tuple(checked)
+
+    async def adapter_for(self, description: str, examples: list | None = None) -> Adapter:
+        description, checked = self.check_request(description, examples)
+        return await asyncio.wrap_future(self.runtime.adapters.get_or_create(description, checked))
 
     async def adapter_by_id(self, aid: str) -> Adapter:
         future = self.runtime.adapters.by_id(aid) if is_adapter_id(aid) else None
@@ -101,10 +118,14 @@ class Context:
             raise ApiError(404, f"no adapter {aid!r}: create one with POST /v1/adapters", "adapter_not_found")
         return await asyncio.wrap_future(future)
 
-    async def resolve(self, model: str, description: str | None) -> tuple[str, Adapter | None]:
+    async def resolve(self, model: str, description: str | None, examples: list | None = None,
+                      ) -> tuple[str, Adapter | None]:
         """(the model name to report, the adapter or None for the base model)."""
+        if examples and description is None:
+            raise ApiError(400, "examples shape the adapter made from a task_description: give one with them",
+                           "invalid_request", "examples")
         if description is not None:
-            adapter = await self.adapter_for(description)
+            adapter = await self.adapter_for(description, examples)
             if model.startswith(ADAPTER_PREFIX) and model[len(ADAPTER_PREFIX):] != adapter.id:
                 raise ApiError(400, f"model {model!r} and task_description name different adapters "
                                f"(the description gives t2l:{adapter.id})", "invalid_request", "model")
@@ -156,7 +177,8 @@ async def health(ctx: Ctx) -> dict:
     meta = runtime.t2l.meta
     return {"status": "ok", "base_model": meta.base_model, "trained": meta.trained,
             "active": runtime.decoder.active, "queued": runtime.decoder.queued, "in_progress": ctx.slots.used,
-            "cached_adapters": len(runtime.cache), "cache_bytes": runtime.cache.nbytes}
+            "cached_adapters": len(runtime.cache), "cache_bytes": runtime.cache.nbytes,
+            "max_examples": runtime.t2l.max_examples}
 
 
 @router.get("/v1/models")
@@ -174,8 +196,9 @@ async def models(ctx: Ctx) -> dict:
 @router.post("/v1/adapters")
 async def create_adapter(body: AdapterRequest, ctx: Ctx) -> dict:
     with ctx.slots.hold():
-        known = ctx.runtime.cache.get(ctx.runtime.adapters.id_for(body.description)) is not None
-        return {**_adapter_info(await ctx.adapter_for(body.description), ctx.runtime), "cached": known}
+        description, examples = ctx.check_request(body.description, body.examples)
+        known = ctx.runtime.cache.get(ctx.runtime.adapters.id_for(description, examples)) is not None
+        return {**_adapter_info(await ctx.adapter_for(body.description, body.examples), ctx.runtime), "cached": known}
 
 
 @router.get("/v1/adapters/{aid}")
@@ -197,7 +220,7 @@ async def chat(body: ChatRequest, ctx: Ctx):
     with ctx.slots.hold() as held:
         params = cmp.sampling_params(body, limits)
         ids = cmp.check_prompt(runtime, cmp.chat_ids(runtime, body, limits), params, limits, "messages")
-        name, adapter = await ctx.resolve(body.model, body.task_description)
+        name, adapter = await ctx.resolve(body.model, body.task_description, body.examples)
         job = cmp.submit(runtime, [ids], adapter, params)
         chunk = cmp.chat_chunker(name)
         if not body.stream:
@@ -217,7 +240,7 @@ async def completions(body: CompletionRequest, ctx: Ctx):
         if not 1 <= len(prompts) <= limits.max_prompts:
             raise ApiError(400, f"give 1 to {limits.max_prompts} prompts", "invalid_request", "prompt")
         ids = [cmp.check_prompt(runtime, cmp.text_ids(runtime, p), params, limits, "prompt") for p in prompts]
-        name, adapter = await ctx.resolve(body.model, body.task_description)
+        name, adapter = await ctx.resolve(body.model, body.task_description, body.examples)
         job = cmp.submit(runtime, ids, adapter, params)
         if not body.stream:
             return cmp.completion_response(name, await cmp.collect(job), prompts, body.echo)
@@ -230,7 +253,7 @@ def _adapter_info(item: Adapter, runtime: ServeRuntime) -> dict:
     return {"id": item.id, "object": "adapter", "model": ADAPTER_PREFIX + item.id, "description": item.description,
             "rank": w.rank, "alpha": w.alpha, "use_rslora": w.use_rslora, "targets": item.targets,
             "base_model": runtime.base_model, "generation_ms": round(item.generation_ms, 2), "created": item.created,
-            "bytes": item.nbytes}
+            "bytes": item.nbytes, "examples": item.n_examples}
 
 
 def peft_zip(item: Adapter, runtime: ServeRuntime) -> bytes:
@@ -239,7 +262,7 @@ def peft_zip(item: Adapter, runtime: ServeRuntime) -> bytes:
     from text2lora.lora import peft_zip as zip_files
 
     return zip_files(item.weights, f"t2l-{item.id}", base_model_name_or_path=runtime.t2l.peft_base_name(),
-                     metadata=adapter_provenance(item.description, runtime.base_model))
+                     metadata=adapter_provenance(item.description, runtime.base_model, item.examples))
 
 
 def _version() -> str:

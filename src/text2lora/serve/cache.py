@@ -8,6 +8,8 @@ used from memory; the disk store only lets them survive eviction and restarts.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -26,9 +28,13 @@ def normalise_description(text: str) -> str:
     return " ".join(text.split())
 
 
-def adapter_id(checkpoint_fingerprint: str, description: str) -> str:
-    digest = hashlib.sha256(f"{checkpoint_fingerprint}\n{normalise_description(description)}".encode())
-    return digest.hexdigest()[:ID_CHARS]
+def adapter_id(checkpoint_fingerprint: str, description: str, examples=()) -> str:
+    """The id of the adapter a checkpoint makes from a description (and worked examples: they join the hash only
+    when given, so description-only ids are what they always were)."""
+    key = f"{checkpoint_fingerprint}\n{normalise_description(description)}"
+    if examples:
+        key += "\n" + json.dumps([[e.input, e.output] for e in examples], ensure_ascii=False)
+    return hashlib.sha256(key.encode()).hexdigest()[:ID_CHARS]
 
 
 def is_adapter_id(text: str) -> bool:
@@ -54,6 +60,12 @@ class Adapter:
     weights: LoraWeights
     generation_ms: float
     created: int = field(default_factory=lambda: int(time.time()))
+    examples: tuple = ()  #: the worked examples it was generated from (empty when loaded back from the store)
+    n_examples: int = 0  #: how many there were (kept when the store reloads it)
+
+    def __post_init__(self) -> None:
+        self.examples = tuple(self.examples)
+        self.n_examples = self.n_examples or len(self.examples)
 
     @property
     def nbytes(self) -> int:
@@ -100,7 +112,8 @@ class AdapterCache:
                 self._insert(item)
         return item
 
-    def description(self, adapter_id: str) -> str | None:
+    def description(self, adapter_id: str) -> tuple[str, tuple] | None:
+        """(description, examples) of a recently seen adapter, to regenerate it after eviction."""
         with self._lock:
             return self._descriptions.get(adapter_id)
 
@@ -116,8 +129,10 @@ class AdapterCache:
                 self._bytes -= old.nbytes
             self._items[item.id] = item
             self._bytes += item.nbytes
-            self._descriptions[item.id] = item.description
-            self._descriptions.move_to_end(item.id)
+            if item.examples or item.n_examples == 0:  # a reloaded adapter with examples cannot be regenerated
+                self._descriptions[item.id] = (item.description, item.examples)
+            if item.id in self._descriptions:
+                self._descriptions.move_to_end(item.id)
             while len(self._descriptions) > 8 * self.max_adapters:
                 self._descriptions.popitem(last=False)
             while len(self._items) > 1 and (len(self._items) > self.max_adapters or self._bytes > self.max_bytes):
@@ -142,7 +157,7 @@ class AdapterStore:
         target = self.root / item.id
         if (target / PROVENANCE).is_file():
             return
-        meta = {**adapter_provenance(item.description, self.base_model), "text2lora_adapter_id": item.id,
+        meta = {**adapter_provenance(item.description, self.base_model, item.examples), "text2lora_adapter_id": item.id,
                 "text2lora_generation_ms": item.generation_ms, "text2lora_created": item.created}
         save_peft_adapter(item.weights, target, base_model_name_or_path=self.base_model_name_or_path, metadata=meta)
 
@@ -153,6 +168,7 @@ class AdapterStore:
             return None
         meta = read_provenance(self.root / adapter_id)
         weights = load_peft_adapter(self.root / adapter_id, self.layout)
+        count = re.match(r"(\d+) examples", str(meta.get("text2lora_examples", "")))
         return Adapter(adapter_id, meta["text2lora_description"], weights, float(meta["text2lora_generation_ms"]),
-                       int(meta["text2lora_created"]))
+                       int(meta["text2lora_created"]), n_examples=int(count.group(1)) if count else 0)
 

@@ -1,8 +1,10 @@
-"""Request bodies, in OpenAI's shapes plus text2lora's ``task_description``; unknown fields are ignored."""
+"""Request bodies, in OpenAI's shapes plus text2lora's ``task_description`` and ``examples``; unknown fields are
+ignored. ``examples`` (a list of ``{"input", "output"}`` objects) is checked by :func:`text2lora.examples.
+check_examples`, the validator the CLI and the API use, so its messages name the bad example."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
@@ -27,6 +29,7 @@ class _Body(BaseModel):
 
 class AdapterRequest(_Body):
     description: Text
+    examples: list[Any] | None = None
 
 
 class TextPart(_Body):
@@ -53,6 +56,7 @@ class StreamOptions(_Body):
 class _Generation(_Body):
     model: Text = "base"
     task_description: Text | None = None
+    examples: list[Any] | None = None  #: worked examples for the task_description's adapter
     max_tokens: StrictInt | None = Field(default=None, ge=1)
     temperature: Number = Field(default=1.0, ge=0.0, le=2.0)
     top_p: Number = Field(default=1.0, gt=0.0, le=1.0)

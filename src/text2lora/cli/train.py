@@ -35,7 +35,8 @@ def sft(
     """Train the hypernetwork end to end through the frozen base model on many tasks (T2L-SFT).
 
     Example: text2lora train sft --config configs/smollm2-sft.yaml --out runs/sft
-    The trained hypernetwork is written to OUT/best (lowest validation loss) and OUT/final.
+    The trained hypernetwork is written to OUT/best (lowest validation loss, or highest generation score with
+    gen_val.select_by gen_score) and OUT/final.
     """
     from text2lora.train.config import load_config
     from text2lora.train.loop import run_config, train
@@ -44,7 +45,7 @@ def sft(
     cfg = load_config("sft", config, parse_sets(set_))
     resolved = run_config(cfg, cfg.data.library)
     _check_run_dir(out, resume, resolved)
-    recipe = SFTRecipe(cfg, cache_dir=out / "cache")
+    recipe = SFTRecipe(cfg, cache_dir=out / "cache", run_dir=out)
     result = train(recipe, cfg.loop, out, resolved, resume=resume)
     print(f"done: {result.steps} steps; best {recipe.primary_metric} {result.best} at step {result.best_step}; "
           f"checkpoint {out / 'best'}")

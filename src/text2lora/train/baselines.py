@@ -75,7 +75,7 @@ class LoraRecipe:
         loss = grouped_completion_loss(model, batch).mean()
         return loss, {"tokens": float(batch["attention_mask"].sum())}
 
-    def evaluate(self, model) -> dict[str, float]:
+    def evaluate(self, model, step: int | None = None) -> dict[str, float]:
         out = {}
         for val in self.val_sets:
             losses = [grouped_completion_loss(model, self._to_device(b)) for b in self.data.val_batches(val.refs)]

@@ -103,6 +103,47 @@ class HypernetRecipeConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
 
+#: How SFT picks its best checkpoint: the lowest validation loss, or the highest generation score.
+SELECT_BY = ("loss", "gen_score")
+
+
+@dataclass
+class GenValConfig:
+    """Generation-based validation (SFT): each chosen task's adapter is generated from its own description and its
+    test prompts are decoded greedily, scored as ``text2lora eval`` scores them (strict exact match or accuracy)
+    with the copy rate; the base model without adapter is scored once as the reference."""
+
+    benchmark: str | None = None  #: a benchmark JSON (e.g. benchmarks/v2/benchmark.json): the tasks of its ``split``
+    split: str = "validation"  #: the benchmark side: "validation" (for decisions) or "test" (diagnosis only)
+    tasks: str = "unseen"  #: without a benchmark: library tasks ("unseen", "seen", "all" or names)
+    max_tasks: int | None = None  #: keep the first N of those tasks (by name)
+    instances: int = 8  #: test instances per task (its first N, as ``text2lora eval`` takes them)
+    max_new_tokens: int = 16  #: greedy decoding stops here or at end of turn
+    max_prompt_tokens: int = 256  #: prompts are cut to this many tokens (``text2lora eval``'s default)
+    batch_size: int = 16  #: prompts per forward pass
+    every: int = 1  #: run on every N-th validation (of loop.eval_every), and always at step 0 and at the end
+    #: "loss": best/ has the lowest val_instances; "gen_score": the highest gen_score (the primary metric is then
+    #: gen_error = 1 - gen_score, which needs every: 1 and the validation split)
+    select_by: str = "loss"
+
+    def __post_init__(self) -> None:
+        if self.split not in ("validation", "test"):
+            raise Text2LoraError(f"gen_val.split must be validation or test, got {self.split!r}")
+        if self.select_by not in SELECT_BY:
+            raise Text2LoraError(f"gen_val.select_by must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
+        for name in ("instances", "max_new_tokens", "max_prompt_tokens", "batch_size", "every"):
+            if getattr(self, name) < 1:
+                raise Text2LoraError(f"gen_val.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_tasks is not None and self.max_tasks < 1:
+            raise Text2LoraError(f"gen_val.max_tasks must be >= 1 or null, got {self.max_tasks}")
+        if self.select_by == "gen_score" and self.every != 1:
+            raise Text2LoraError("gen_val.select_by gen_score compares every validation: it needs gen_val.every 1")
+        if self.select_by == "gen_score" and self.benchmark is not None and self.split != "validation":
+            raise Text2LoraError("gen_val.select_by gen_score would choose checkpoints on the benchmark's test side: "
+                                 "use split validation")
+
+
+
 @dataclass
 class SFTConfig(HypernetRecipeConfig):
     """T2L trained end to end through the frozen base model."""
@@ -111,6 +152,7 @@ class SFTConfig(HypernetRecipeConfig):
     label_smoothing: float = 0.1
     l2: float = 1e-3  #: coefficient of the mean squared value of the generated A and B
     init_checkpoint: str | None = None  #: start from this hypernetwork checkpoint instead of bias-HyperInit
+    gen_val: GenValConfig | None = None  #: generation-based validation (None: validation losses only)
 
 
 @dataclass
@@ -142,7 +184,8 @@ class ReconConfig(HypernetRecipeConfig):
 
 
 RECIPES = {"sft": SFTConfig, "lora": LoraTrainConfig, "recon": ReconConfig}
-_NESTED = {"hypernet": HyperNetConfig, "encoder": EncoderSpec, "data": DataConfig, "loop": LoopConfig}
+_NESTED = {"hypernet": HyperNetConfig, "encoder": EncoderSpec, "data": DataConfig, "loop": LoopConfig,
+           "gen_val": GenValConfig}
 
 
 def build_config(kind: str, data: dict[str, Any] | None) -> Any:
@@ -156,7 +199,7 @@ def build_config(kind: str, data: dict[str, Any] | None) -> Any:
         data["loop"] = loop
     fields = {f.name for f in dataclasses.fields(cls)}
     for key, sub in _NESTED.items():
-        if key in data and key in fields:
+        if key in data and key in fields and data[key] is not None:
             if sub is EncoderSpec:
                 if not isinstance(data[key], dict):
                     raise Text2LoraError(f"{kind}.{key} must be a mapping")

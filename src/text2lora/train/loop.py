@@ -43,7 +43,8 @@ class Recipe(Protocol):
     def trainable(self) -> torch.nn.Module: ...
     def batch(self, step: int, rank: int, world: int) -> Any: ...
     def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
-    def evaluate(self, model: torch.nn.Module) -> dict[str, float]: ...
+    #: ``step``: the step being validated (None when called outside the loop)
+    def evaluate(self, model: torch.nn.Module, step: int | None = None) -> dict[str, float]: ...
     def export(self, model: torch.nn.Module, out_dir: Path) -> None: ...
 
 
@@ -81,6 +82,12 @@ _NOT_FINGERPRINTED = {"loop": ("threads", "num_threads", "log_with"), "data": ("
 _ADDED_LATER = {"data": {"shots_max": 4, "shots_zero_prob": 0.25, "val_shots": 3}}
 
 
+#: Sections that only add validation metrics, with the key and value under which they leave the choice of the best
+#: checkpoint alone: then they are not fingerprinted, so a run may start or stop reporting them when it resumes, and
+#: a run saved before the section existed resumes.
+_REPORT_ONLY = {"gen_val": ("select_by", "loss")}
+
+
 def _fingerprinted(config: dict[str, Any]) -> dict[str, Any]:
     out = dict(config)
     for section, keys in _NOT_FINGERPRINTED.items():
@@ -89,6 +96,10 @@ def _fingerprinted(config: dict[str, Any]) -> dict[str, Any]:
     for section, defaults in _ADDED_LATER.items():
         if isinstance(out.get(section), dict):
             out[section] = {k: v for k, v in out[section].items() if k not in defaults or defaults[k] != v}
+    for section, (key, neutral) in _REPORT_ONLY.items():
+        value = out.get(section)
+        if value is None or (isinstance(value, dict) and value.get(key, neutral) == neutral):
+            out.pop(section, None)
     return out
 
 
@@ -223,7 +234,7 @@ class Trainer:
         """Validation metrics at the current step; a new best is exported to ``best/``."""
         self.model.eval()
         with torch.no_grad():
-            metrics = self.recipe.evaluate(self.model)
+            metrics = self.recipe.evaluate(self.model, step=self.state.step)
         self.model.train()
         if self.main:
             self.logger.log(self.state.step, metrics)

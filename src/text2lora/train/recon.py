@@ -110,7 +110,7 @@ class ReconRecipe:
         loss = self._loss(hypernet(batch["emb"]), batch["tasks"])
         return loss, {"tokens": 0.0}
 
-    def evaluate(self, hypernet) -> dict[str, float]:
+    def evaluate(self, hypernet, step: int | None = None) -> dict[str, float]:
         out = {}
         for name, pick in (("val_recon", "eval"), ("train_recon", "train")):
             tasks, descs = [], []

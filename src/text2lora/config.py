@@ -82,6 +82,9 @@ class HyperNetConfig:
     dropout: float = 0.05  #: dropout inside the trunk
     lora: LoraConfig = field(default_factory=LoraConfig)
     examples: ExamplesConfig | None = None  #: also condition on worked examples (None: the description only)
+    #: add a learned per-(layer, module) A and B to every generated adapter (the "AB offset"): with it, training
+    #: can start from a LoRA (SFTConfig.init_lora, e.g. the multi-task LoRA) and learn the task-specific part on top
+    offset: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.lora, dict):
@@ -108,6 +111,8 @@ class HyperNetConfig:
         out = dataclasses.asdict(self)
         if out["examples"] is None:  # description-only checkpoints stay readable by text2lora before examples
             del out["examples"]
+        if not out["offset"]:
+            del out["offset"]
         return out
 
 

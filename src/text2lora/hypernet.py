@@ -196,6 +196,7 @@ class HyperNetwork(nn.Module):
         n_blocks: int = 2,
         dropout: float = 0.05,
         examples: ExamplesConfig | None = None,
+        offset: bool = False,
     ) -> None:
         super().__init__()
         self.encoder_dim = encoder_dim
@@ -219,6 +220,13 @@ class HyperNetwork(nn.Module):
         self.head = head
         # last, so that the rest initialises exactly as the description-only network of the same seed
         self.examples = ExampleConditioner(encoder_dim, latent // 2, examples) if examples is not None else None
+        self.offset_a = self.offset_b = None
+        if offset:  # zero: a fresh network's adapters are unchanged until set_offset or training moves them
+            r = head.rank
+            self.offset_a = nn.ParameterDict({m: nn.Parameter(torch.zeros(n_layers, r, d_in))
+                                              for m, (d_in, _) in shapes.items()})
+            self.offset_b = nn.ParameterDict({m: nn.Parameter(torch.zeros(n_layers, d_out, r))
+                                              for m, (_, d_out) in shapes.items()})
 
     @property
     def rank(self) -> int:
@@ -274,8 +282,29 @@ class HyperNetwork(nn.Module):
         out = {}
         for i, name in enumerate(self.module_names):
             d_in, d_out = self.shapes[name]
-            out[name] = self.head.split(self.head(h[:, i], name), d_in, d_out)
+            a, b = self.head.split(self.head(h[:, i], name), d_in, d_out)
+            if self.offset_a is not None:
+                a, b = a + self.offset_a[name], b + self.offset_b[name]
+            out[name] = (a, b)
         return out
+
+    def start_from(self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Make every adapter this network generates equal ``factors`` (one LoRA: A (L, r, d_in), B (L, d_out, r)
+        per module) before training: the offsets take the LoRA, and the heads emit zero (weights and biases
+        zeroed), so training learns the task-specific part on top. Needs ``offset=True``."""
+        if self.offset_a is None:
+            raise Text2LoraError("starting from a LoRA needs hypernet.offset: true")
+        with torch.no_grad():
+            for name in self.module_names:
+                a, b = factors[name]
+                if a.shape != self.offset_a[name].shape or b.shape != self.offset_b[name].shape:
+                    raise Text2LoraError(f"the LoRA's {name} has A {tuple(a.shape)} and B {tuple(b.shape)}; the "
+                                         f"hypernetwork makes {tuple(self.offset_a[name].shape)} and "
+                                         f"{tuple(self.offset_b[name].shape)}")
+                self.offset_a[name].copy_(a)
+                self.offset_b[name].copy_(b)
+                self.head.weight[name].zero_()
+                self.head.bias[name].zero_()
 
 
 def build_hypernetwork(
@@ -302,6 +331,7 @@ def build_hypernetwork(
             n_blocks=config.n_blocks,
             dropout=config.dropout,
             examples=config.examples,
+            offset=config.offset,
         )
     head.hyper_init(generator)
     return net

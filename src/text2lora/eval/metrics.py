@@ -43,6 +43,18 @@ def is_copy(prediction: str, source: str) -> float:
     return float(" ".join(prediction.split()) == " ".join(source.split()))
 
 
+def near_copy(output: str, source: str, threshold: float = 0.9) -> bool:
+    """Whether ``output`` is (nearly) ``source`` again, case-sensitively: the same words, or a word-level LCS F1
+    of at least ``threshold`` (so upper-casing a word is not a copy, dropping one word of a sentence is)."""
+    o, s = output.split(), source.split()
+    if not o or not s:
+        return False
+    if o == s:
+        return True
+    lcs = _lcs(o, s)
+    return lcs > 0 and 2 * lcs / (len(o) + len(s)) >= threshold
+
+
 def is_short_answer(references: list[list[str]]) -> bool:
     return all(len(r.split()) <= SHORT_ANSWER_WORDS for refs in references for r in refs)
 

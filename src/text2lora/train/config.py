@@ -153,6 +153,16 @@ class SFTConfig(HypernetRecipeConfig):
     l2: float = 1e-3  #: coefficient of the mean squared value of the generated A and B
     init_checkpoint: str | None = None  #: start from this hypernetwork checkpoint instead of bias-HyperInit
     gen_val: GenValConfig | None = None  #: generation-based validation (None: validation losses only)
+    #: start from this PEFT LoRA (e.g. ``<lora library>/_multitask``): every first adapter *is* it, and training
+    #: learns the task-specific part on top (needs ``hypernet.offset: true``)
+    init_lora: str | None = None
+    #: down-weight tasks whose answers copy their inputs: a sample's loss is scaled by 1 - copy_downweight * (its
+    #: task's share of training answers that are near-copies of the input); 0 keeps every task at weight 1
+    copy_downweight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.copy_downweight) and 0 <= self.copy_downweight <= 1):
+            raise Text2LoraError(f"copy_downweight must be in [0, 1], got {self.copy_downweight}")
 
 
 @dataclass

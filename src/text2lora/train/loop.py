@@ -79,7 +79,8 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 _NOT_FINGERPRINTED = {"loop": ("threads", "num_threads", "log_with"), "data": ("library",)}
 #: Settings added after runs existed, with the value that reproduces the older behaviour: a run saved before a
 #: setting existed resumes as long as the setting keeps that value.
-_ADDED_LATER = {"data": {"shots_max": 4, "shots_zero_prob": 0.25, "val_shots": 3}}
+_ADDED_LATER = {"data": {"shots_max": 4, "shots_zero_prob": 0.25, "val_shots": 3},
+                "": {"init_lora": None, "copy_downweight": 0.0}}  # "": top-level keys
 
 
 #: Sections that only add validation metrics, with the key and value under which they leave the choice of the best
@@ -94,7 +95,9 @@ def _fingerprinted(config: dict[str, Any]) -> dict[str, Any]:
         if isinstance(out.get(section), dict):
             out[section] = {k: v for k, v in out[section].items() if k not in keys}
     for section, defaults in _ADDED_LATER.items():
-        if isinstance(out.get(section), dict):
+        if section == "":
+            out = {k: v for k, v in out.items() if k not in defaults or defaults[k] != v}
+        elif isinstance(out.get(section), dict):
             out[section] = {k: v for k, v in out[section].items() if k not in defaults or defaults[k] != v}
     for section, (key, neutral) in _REPORT_ONLY.items():
         value = out.get(section)

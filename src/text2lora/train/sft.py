@@ -41,6 +41,37 @@ class ExampleEmbeddings:
         return encode_examples(self.encode, rows, self.encoder.spec.dim, max_examples)
 
 
+def lora_factors(path: str, layout, lora_config) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """A PEFT LoRA as the factors a hypernetwork with ``lora_config`` must emit to reproduce it: A (L, r, d_in),
+    B (L, d_out, r), with B rescaled when the two scale the update differently."""
+    from text2lora.errors import Text2LoraError
+    from text2lora.lora import load_peft_adapter
+
+    weights = load_peft_adapter(path, layout)
+    if weights.rank != lora_config.rank:
+        raise Text2LoraError(f"init_lora {path} has rank {weights.rank}; the hypernetwork makes rank {lora_config.rank}")
+    ratio = weights.config.scale / lora_config.scale
+    return {name: (a[0].clone(), b[0] * ratio) for name, (a, b) in weights.factors.items()}
+
+
+def copy_weights(data: TrainData, strength: float) -> dict[str, float]:
+    """Per-task loss weights 1 - strength * (share of the task's training answers that are near-copies of its
+    inputs, :func:`text2lora.eval.metrics.near_copy`; the first 200 instances are checked); empty when
+    ``strength`` is 0."""
+    if not strength:
+        return {}
+    from text2lora.eval.metrics import near_copy
+
+    weights = {}
+    for name, instances in data.train.items():
+        checked = instances[:200]
+        share = sum(near_copy(i.output, i.input) for i in checked) / max(len(checked), 1)
+        weights[name] = 1.0 - strength * share
+    heavy = sorted(weights, key=weights.get)[:5]
+    log.info("copy_downweight %.2f: lightest tasks %s", strength, ", ".join(f"{t} {weights[t]:.2f}" for t in heavy))
+    return weights
+
+
 def model_dtype(precision: str) -> torch.dtype:
     if torch.cuda.is_available() and precision == "bf16":
         return torch.bfloat16
@@ -79,6 +110,10 @@ class SFTRecipe:
                               may_lack=("examples.",))
         else:
             self.hypernet = build_from_meta(self.meta, seed=cfg.loop.seed)
+        if cfg.init_lora:
+            self.hypernet.start_from(lora_factors(cfg.init_lora, layout, cfg.hypernet.lora))
+            self.meta.info["init_lora"] = str(cfg.init_lora)
+        self.task_weight = copy_weights(self.data, cfg.copy_downweight)
         self.hypernet.to(device)
         self.val_sets = self.data.val_sets()
         self.gen_val = None
@@ -117,8 +152,14 @@ class SFTRecipe:
     def loss(self, hypernet, batch: dict):
         batch = self._to_device(batch)
         lora = self._lora(hypernet, batch["emb"], batch)
-        ce = grouped_completion_loss(self.base_model, batch, lora=lora, lora_dropout=self.cfg.hypernet.lora.dropout,
-                                     label_smoothing=self.cfg.label_smoothing).mean()
+        per_sample = grouped_completion_loss(self.base_model, batch, lora=lora,
+                                             lora_dropout=self.cfg.hypernet.lora.dropout,
+                                             label_smoothing=self.cfg.label_smoothing)
+        if self.task_weight:  # each sample is already its task's mean token loss; this scales whole tasks
+            weight = torch.tensor([self.task_weight[t] for t in batch["task"]], device=per_sample.device)
+            ce = (per_sample * weight).sum() / weight.sum().clamp(min=1e-6)
+        else:
+            ce = per_sample.mean()
         l2 = sum(a.float().pow(2).mean() + b.float().pow(2).mean() for a, b in lora.factors.values())
         return ce + self.cfg.l2 * l2, {"ce": ce.item(), "l2": float(l2.detach()), "tokens": float(batch["attention_mask"].sum())}
 

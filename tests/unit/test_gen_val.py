@@ -87,6 +87,7 @@ def test_gen_val_metrics_are_logged_at_its_evaluations_with_a_family_breakdown(w
         assert task["headline"] == "strict_exact_match" and len(task["predictions"]) == task["n"] == 4
         assert last["families"][task["family"]]["copy_rate"] == task["copy_rate"]
     assert last["score"] == pytest.approx(gen[-1]["gen_score"])
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 1000  # the gen_* curves on a second axis
 
 
 def test_copy_rate_counts_echoed_answers_and_the_base_model_runs_once(world, monkeypatch):
@@ -211,3 +212,26 @@ def test_gen_val_is_off_by_default_and_max_tasks_keeps_the_first_by_name(world):
     recipe = recipe_for(sft_cfg(world, {"max_tasks": 2}))
     assert [t.name for t in recipe.gen_val.tasks] == ["copy", "first"]
     assert recipe_for(sft_cfg(world, None)).gen_val is None
+
+
+def test_copy_diagnosis_counts_copies_per_family(world, tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "copy_diagnosis.py"
+    spec = importlib.util.spec_from_file_location("bench_copy_diagnosis", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    _, library = world
+    assert script.main(["--library", str(library), "--tasks", "all", "--json", str(tmp_path / "out.json")]) == 0
+    result = json.loads((tmp_path / "out.json").read_text())
+    tasks = {t["task"]: t for t in result["tasks"]}
+    assert {k: tasks["copy"][k] for k in script.COLUMNS} == {"copy": 1.0, "near": 1.0, "near_any_case": 1.0,
+                                                            "overlap": 1.0}
+    # upper-casing is no copy case-sensitively, but an echo scores on it with a lower-casing metric
+    assert (tasks["upper"]["copy"], tasks["upper"]["near"], tasks["upper"]["near_any_case"]) == (0.0, 0.0, 1.0)
+    assert tasks["reverse"]["near_any_case"] == tasks["first"]["near_any_case"] == 0.0
+    overall = result["overall"]
+    assert (overall["tasks"], overall["instances"], overall["copy"], overall["near_any_case"]) == (4, 64, 0.25, 0.5)
+    assert result["families"]["copy"]["tasks_mostly_near"] == 1
+    table = capsys.readouterr().out
+    assert "| copy | 1 | 16 | 100.0 | 100.0 | 100.0 | 100.0 | 1 (1) |" in table and "| reverse |" not in table

@@ -77,7 +77,8 @@ def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
 
 
 def plot_curves(out_dir: Path, filename: str = "loss.png") -> Path | None:
-    """Training loss (smoothed) and every validation loss against steps."""
+    """Training loss (smoothed) and every validation loss against steps; generation-validation scores and copy
+    rates (``gen_*``, in [0, 1]) on a second axis when the run logged them."""
     try:
         import matplotlib
 
@@ -103,7 +104,17 @@ def plot_curves(out_dir: Path, filename: str = "loss.png") -> Path | None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left")
+    gen_keys = sorted({k for r in rows for k in r if k.startswith("gen_") and k != "gen_error"})
+    if gen_keys:
+        rates = ax.twinx()
+        rates.set_prop_cycle(color=["tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"])
+        for key in gen_keys:
+            pts = [(r["step"], r[key]) for r in rows if key in r]
+            rates.plot(*zip(*pts), linestyle="--", marker="x", label=key)
+        rates.set_ylim(0, 1)
+        rates.set_ylabel("generation validation (0-1)")
+        rates.legend(loc="upper right")
     fig.tight_layout()
     path = Path(out_dir) / filename
     fig.savefig(path, dpi=120)

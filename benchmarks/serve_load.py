@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_throughput import TASKS, free_port, rss_mib  # noqa: E402
+from serve_throughput import TASKS, free_port, rss_mib, wait_healthy  # noqa: E402
 
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 MSGS = [{"role": "user", "content": "hot"}]
@@ -37,18 +37,7 @@ def start_server(port: int, cache_mib: int, threads: int, extra: list[str]):
     cmd = [sys.executable, "-m", "text2lora", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level",
            "warning", "--threads", str(threads), "--max-tokens", "64", "--cache-adapters", "100000",
            "--set", f"cache_max_bytes={cache_mib * 2**20}", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("server did not start")
+    return wait_healthy(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), port, 600)
 
 
 def cases(max_tokens: int) -> list[tuple[str, str, bytes]]:

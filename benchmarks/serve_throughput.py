@@ -65,13 +65,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, checkpoint: str | None, max_batch: int, threads: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "text2lora", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level",
-           "warning", "--max-batch", str(max_batch), "--max-concurrent", "64", "--threads", str(threads)]
-    if checkpoint:
-        cmd += ["--checkpoint", checkpoint]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
+def wait_healthy(proc: subprocess.Popen, port: int, timeout: float) -> subprocess.Popen:
+    """Wait until the server started as ``proc`` answers /health on ``port``; exit with its stderr if it dies."""
+    deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited: {proc.stderr.read()[-2000:]}")
@@ -82,6 +78,14 @@ def start_server(port: int, checkpoint: str | None, max_batch: int, threads: int
             time.sleep(0.5)
     proc.kill()
     raise SystemExit("server did not start")
+
+
+def start_server(port: int, checkpoint: str | None, max_batch: int, threads: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "text2lora", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level",
+           "warning", "--max-batch", str(max_batch), "--max-concurrent", "64", "--threads", str(threads)]
+    if checkpoint:
+        cmd += ["--checkpoint", checkpoint]
+    return wait_healthy(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), port, 300)
 
 
 def rss_mib(pid: int, key: str = "VmRSS") -> float:

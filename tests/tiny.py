@@ -145,3 +145,22 @@ def build_tiny(root: Path) -> tuple[Path, Path]:
     meta.trained = True
     save_checkpoint(net, meta, ckpt)
     return model_dir, ckpt
+
+
+def with_examples(ckpt: Path, out: Path, *, max_examples: int = 4, std: float = 0.5, seed: int = 0) -> Path:
+    """Checkpoint ``ckpt`` rebuilt with an examples conditioner, its head and conditioner weights random (so that
+    descriptions and examples both change the adapters), standing in for a checkpoint trained with examples."""
+    from text2lora.checkpoint import CheckpointMeta, build_from_meta, read_meta, save_checkpoint
+    from text2lora.config import HyperNetConfig
+
+    meta = read_meta(ckpt)
+    hypernet = HyperNetConfig(**{**meta.hypernet.to_dict(), "examples": {"max_examples": max_examples}})
+    meta = CheckpointMeta(hypernet=hypernet, base_model=meta.base_model, layout=meta.layout, encoder=meta.encoder,
+                          trained=True)
+    net = build_from_meta(meta, seed=0)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "head.weight" in name or name.startswith("examples."):
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return save_checkpoint(net, meta, out)

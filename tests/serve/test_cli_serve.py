@@ -16,24 +16,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_server(cmd: list[str], port: int, timeout: float = 120) -> tuple[subprocess.Popen, str]:
+    """Start ``cmd`` (a `text2lora serve` on ``port``) and wait until /health answers; (process, base url)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(proc.stdout.read())
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline:
+            proc.kill()
+            raise AssertionError("the server did not start")
+        time.sleep(0.2)
+
+
 def test_serve_command(tiny, tmp_path):
     _, ckpt = tiny
     port = _free_port()
     cmd = [sys.executable, "-m", "text2lora", "serve", "--checkpoint", str(ckpt), "--port", str(port),
            "--max-tokens", "16", "--threads", "1", "--adapter-store", str(tmp_path / "store"), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_server(cmd, port)
     try:
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, "the server did not start"
-            time.sleep(0.2)
         body = {"task_description": "Sort the words.", "messages": [{"role": "user", "content": "b a"}],
                 "max_tokens": 4, "temperature": 0}
         r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)

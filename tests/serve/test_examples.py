@@ -16,22 +16,10 @@ SHOTS = [{"input": "cat", "output": "tac"}, {"input": "dog", "output": "god"}]
 
 @pytest.fixture(scope="module")
 def shots_t2l(tiny, tmp_path_factory):
+    from tests.tiny import with_examples
     from text2lora.api import T2L
-    from text2lora.checkpoint import CheckpointMeta, build_from_meta, read_meta, save_checkpoint
-    from text2lora.config import HyperNetConfig
 
-    _, plain = tiny
-    meta = read_meta(plain)
-    meta = CheckpointMeta(hypernet=HyperNetConfig(**{**meta.hypernet.to_dict(), "examples": {"max_examples": 3}}),
-                          base_model=meta.base_model, layout=meta.layout, encoder=meta.encoder, trained=True)
-    net = build_from_meta(meta, seed=0)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if "head.weight" in name or name.startswith("examples."):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    return T2L.load(save_checkpoint(net, meta, tmp_path_factory.mktemp("shots") / "ckpt"))
-
+    return T2L.load(with_examples(tiny[1], tmp_path_factory.mktemp("shots") / "ckpt", max_examples=3))
 
 @pytest.fixture()
 def shots_client(shots_t2l, tiny_parts, tmp_path):

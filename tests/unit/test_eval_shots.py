@@ -6,27 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.tiny import with_examples
 from tests.unit.test_eval_harness import config, run, world  # noqa: F401  (the module's fixture)
-from text2lora.checkpoint import CheckpointMeta, build_from_meta, read_meta, save_checkpoint
-from text2lora.config import ExamplesConfig, HyperNetConfig
 from text2lora.errors import Text2LoraError
 from text2lora.eval.config import check_method_name, split_shots
 
 
 @pytest.fixture(scope="module")
 def shots_ckpt(world):  # noqa: F811
-    """The fixture's checkpoint, rebuilt with a conditioner, every weight random (so examples change adapters)."""
-    meta = read_meta(world["t2l"])
-    meta = CheckpointMeta(hypernet=HyperNetConfig(**{**meta.hypernet.to_dict(), "examples": {"max_examples": 4}}),
-                          base_model=meta.base_model, layout=meta.layout, encoder=meta.encoder, trained=True)
-    net = build_from_meta(meta, seed=0)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if "head.weight" in name or name.startswith("examples."):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    return save_checkpoint(net, meta, world["root"] / "t2l-shots")
-
+    """The fixture's checkpoint with an examples conditioner, every weight random (so examples change adapters)."""
+    return with_examples(world["t2l"], world["root"] / "t2l-shots", max_examples=4)
 
 def test_method_names():
     assert split_shots("t2l+shots") == ("t2l", "+shots")

@@ -8,28 +8,16 @@ import json
 import pytest
 import torch
 
-from tests.tiny import build_tiny
+from tests.tiny import build_tiny, with_examples
 from text2lora.api import T2L
-from text2lora.checkpoint import CheckpointMeta, build_from_meta, read_meta, save_checkpoint
 from text2lora.cli import main
-from text2lora.config import HyperNetConfig
 
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     root = tmp_path_factory.mktemp("examples-cli")
-    model_dir, plain = build_tiny(root)
-    meta = read_meta(plain)
-    meta = CheckpointMeta(hypernet=HyperNetConfig(**{**meta.hypernet.to_dict(), "examples": {"max_examples": 3}}),
-                          base_model=meta.base_model, layout=meta.layout, encoder=meta.encoder, trained=True)
-    net = build_from_meta(meta, seed=0)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if "head.weight" in name or name.startswith("examples."):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return plain, save_checkpoint(net, meta, root / "shots")
-
+    _, plain = build_tiny(root)
+    return plain, with_examples(plain, root / "shots", max_examples=3, std=0.3)
 
 def write(path, lines):
     path.write_text("".join((json.dumps(x) if not isinstance(x, str) else x) + "\n" for x in lines))

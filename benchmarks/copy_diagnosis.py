@@ -19,7 +19,6 @@ that is the share of training examples; ``pooled`` weighs every instance alike. 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path

@@ -235,3 +235,20 @@ def test_copy_diagnosis_counts_copies_per_family(world, tmp_path, capsys):
     assert result["families"]["copy"]["tasks_mostly_near"] == 1
     table = capsys.readouterr().out
     assert "| copy | 1 | 16 | 100.0 | 100.0 | 100.0 | 100.0 | 1 (1) |" in table and "| reverse |" not in table
+
+
+def test_train_sft_cli_writes_gen_val_beside_the_metrics(world, tmp_path):
+    import yaml
+
+    from text2lora.cli import main
+
+    model_dir, library = world
+    data = sft_config_dict(model_dir, library, steps=4, eval_every=2, save_every=4)
+    data["gen_val"] = {"tasks": "unseen", "instances": 2, "max_new_tokens": 2, "select_by": "gen_score"}
+    (tmp_path / "sft.yaml").write_text(yaml.safe_dump(data))
+    assert main(["train", "sft", "--config", str(tmp_path / "sft.yaml"), "--out", str(tmp_path / "run")]) == 0
+    assert [(r["step"], r["model"]) for r in read_gen_val(tmp_path / "run")] == [(0, "base"), (0, "t2l"), (2, "t2l"),
+                                                                                 (4, "t2l")]
+    assert set(read_gen_val(tmp_path / "run")[-1]["tasks"]) == {"first"}
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["primary_metric"] == "gen_error" and "gen_error" in summary["final"]

@@ -16,7 +16,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(cmd: list[str], port: int, timeout: float = 120) -> tuple[subprocess.Popen, str]:
+def start_server(cmd: list[str], port: int, timeout: float = 300) -> tuple[subprocess.Popen, str]:
     """Start ``cmd`` (a `text2lora serve` on ``port``) and wait until /health answers; (process, base url)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

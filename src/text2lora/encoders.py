@@ -55,16 +55,24 @@ class Encoder(Protocol):
         ...
 
 
-def check_descriptions(texts: list[str]) -> list[str]:
-    """Reject empty or absurd descriptions before any model runs."""
+class DescriptionTooLong(Text2LoraError):
+    """A description over the length limit (HTTP 400 ``description_too_long``)."""
+
+    code = "description_too_long"
+
+
+def check_descriptions(texts: list[str], max_chars: int = MAX_DESCRIPTION_CHARS) -> list[str]:
+    """Reject empty or absurd descriptions before any model runs: the one description check of the CLI, the API
+    and the server (which passes its own, usually tighter, ``max_chars``)."""
     if not texts:
         raise Text2LoraError("no description given")
     cleaned = []
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t.strip():
             raise Text2LoraError(f"description {i + 1} is empty" if len(texts) > 1 else "the description is empty")
-        if len(t) > MAX_DESCRIPTION_CHARS:
-            raise Text2LoraError(f"description {i + 1} is {len(t)} characters; the limit is {MAX_DESCRIPTION_CHARS}")
+        if len(t) > max_chars:
+            what = "the task description" if len(texts) == 1 else f"description {i + 1}"
+            raise DescriptionTooLong(f"{what} is {len(t)} characters; the limit is {max_chars}")
         try:
             t.encode("utf-8")
         except UnicodeEncodeError as e:  # a lone surrogate: from invalid UTF-8 in argv or a file, or a JSON escape

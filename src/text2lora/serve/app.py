@@ -91,11 +91,7 @@ class Context:
         from text2lora.encoders import check_descriptions
         from text2lora.examples import check_examples
 
-        limits = self.limits
-        if len(description) > limits.max_description_chars:
-            raise ApiError(400, f"the task description is {len(description)} characters; the limit is "
-                           f"{limits.max_description_chars}", "description_too_long", "description")
-        check_descriptions([description])
+        check_descriptions([description], max_chars=self.limits.max_description_chars)
         readable = self.runtime.t2l.max_examples
         try:
             checked = check_examples(examples)

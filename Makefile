@@ -44,7 +44,7 @@ test-browser: install
 	$(BIN)/python -m pytest -q -m browser tests/serve
 
 # vLLM (plain and with the text2lora plugin), llama.cpp and lm-eval against text2lora's own greedy output: builds
-# their venvs under $$TEXT2LORA_HOME/ecosystem (reused; llama-cpp-python compiles for ~20 min) and writes the
+# their venvs under $$TEXT2LORA_HOME/ecosystem (reused; llama-cpp-python compiles for 20-35 min) and writes the
 # results section of docs/ecosystem.md. Long (about an hour on 2 cores the first time); not part of `make test`.
 test-ecosystem: install
 	PYTHON=$(PYTHON) T2L_PYTHON="$(abspath $(BIN))/python" bash scripts/ecosystem/run.sh

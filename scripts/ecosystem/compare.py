@@ -364,6 +364,8 @@ def llama() -> None:
                 changed = sum(_strip(o) != _strip(b) for o, b in zip(outs, got[f"{name}:base"]))
                 same_text = sum(t == r for t, r in zip(texts, entry["adapter_text"]))
                 notes = f"text identical on {same_text}/6; the LoRA changes llama.cpp's output on {changed}/6"
+                notes += "".join(f"; prompt {i + 1}: `{t}` (text2lora: `{r}`)"
+                                 for i, (t, r) in enumerate(zip(texts, entry["adapter_text"])) if t != r)
             rows.append({"program": label, "adapter": adapter, "identical": identical, "of": len(outs),
                          "texts": texts, "notes": notes})
             print(f"ecosystem: {label} {adapter}: {identical}/{len(outs)} identical", flush=True)

@@ -178,6 +178,8 @@ def test_copied_adapter_is_readable_and_loads_as_another_user(named_world):
         if reason is not None:
             pytest.skip(f"files are readable by nobody; loading as nobody skipped: {reason}")
         model_copy = shutil.copytree(model_dir, shared / "model")
+        for f in model_copy.iterdir():  # the base model is the user's own folder, shared readable (transformers'
+            f.chmod(0o644)              # save_pretrained leaves its safetensors 0600; that is not our file)
         link_into_hub_cache(shared / "hub", HUB_ID, model_copy)
         ids = torch.randint(3, 128, (1, 7), generator=torch.Generator().manual_seed(1))
         theirs, _ = auto_peft_logits(copy, ids, shared, offline_env(shared / "hub", shared / "hf-home"), user="nobody")

@@ -80,13 +80,20 @@ class T2L:
         """How many worked examples one adapter can be generated from (0: this checkpoint reads descriptions only)."""
         return self.hypernet.max_examples
 
+    def require_examples(self, n: int) -> None:
+        """Refuse ``n`` examples for one adapter when this checkpoint cannot read them (the one check the CLI, the
+        server and the evaluation make before any work)."""
+        if n and self.max_examples == 0:
+            raise Text2LoraError("this checkpoint was trained on descriptions only and cannot read examples; use a "
+                                 "checkpoint trained with hypernet.examples, or leave the examples out")
+        if n > self.max_examples:
+            raise Text2LoraError(f"{n} examples; this checkpoint reads at most {self.max_examples}")
+
     def embed_examples(self, rows: list[list[Example]]) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Checked example rows -> the hypernetwork's ``(features, mask)``, or None when no row has examples."""
         if not any(rows):
             return None
-        if self.max_examples == 0:
-            raise Text2LoraError("this checkpoint was trained on descriptions only and cannot read examples; use a "
-                                 "checkpoint trained with hypernet.examples, or leave the examples out")
+        self.require_examples(max(len(r) for r in rows))
         feats, mask = encode_examples(self.encoder.encode, rows, self.hypernet.encoder_dim, self.max_examples)
         return feats.to(self.device), mask.to(self.device)
 

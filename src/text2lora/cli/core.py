@@ -119,11 +119,8 @@ def generate(
     if fmt == "peft" and outtype != "f32":
         raise Text2LoraError("--outtype is for --format gguf (PEFT adapters are float32)")
     t2l = T2L.load(checkpoint)
-    if shots and t2l.max_examples == 0:
-        raise Text2LoraError(f"--examples: the checkpoint {checkpoint or 'shipped with text2lora'} was trained on "
-                             "descriptions only and cannot read examples")
-    if shots and len(shots) > t2l.max_examples:
-        raise Text2LoraError(f"--examples: {len(shots)} examples; this checkpoint reads at most {t2l.max_examples}")
+    if shots:
+        t2l.require_examples(len(shots))
     if base_model is not None:
         t2l.check_base_model(base_model)
     if description is not None:

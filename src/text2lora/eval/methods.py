@@ -152,12 +152,10 @@ class T2LMethod(Method):
         self.files = hash_files(self.checkpoint, T2L_FILES)
         self.shots, self.k, self.seed = shots, k, seed  #: None, "+shots" or "+shuffled-shots"
         self.examples: dict[str, list] = {}  #: task -> the examples its adapters are generated from
-        if shots is not None and self.t2l.max_examples == 0:
-            raise Text2LoraError(f"{name}: the checkpoint {checkpoint} was trained on descriptions only and cannot "
-                                 "read examples")
-        if shots is not None and not 1 <= k <= self.t2l.max_examples:
-            raise Text2LoraError(f"{name}: {k} shots, but the checkpoint reads 1 to {self.t2l.max_examples} examples "
-                                 "({icl_shots})")
+        if shots is not None:
+            if k < 1:
+                raise Text2LoraError(f"{name} needs at least one shot ({{icl_shots}} is {k})")
+            self.t2l.require_examples(k)
 
     def task_examples(self, etask: EvalTask) -> list | None:
         """The examples of ``etask`` (icl3's shots, shuffled for the control), or None when the task has too few

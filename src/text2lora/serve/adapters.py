@@ -44,11 +44,7 @@ class AdapterFactory:
         if not description:
             raise Text2LoraError("the task description is empty")
         examples = tuple(examples)
-        if examples and self.t2l.max_examples == 0:
-            raise Text2LoraError("this server's checkpoint was trained on descriptions only and cannot read examples")
-        if len(examples) > max(self.t2l.max_examples, 0):
-            raise Text2LoraError(f"{len(examples)} examples; this server's checkpoint reads at most "
-                                 f"{self.t2l.max_examples}")
+        self.t2l.require_examples(len(examples))
         aid = self.id_for(description, examples)
         future: Future = Future()
         cached = self.cache.get(aid)

@@ -92,14 +92,9 @@ class Context:
         from text2lora.examples import check_examples
 
         check_descriptions([description], max_chars=self.limits.max_description_chars)
-        readable = self.runtime.t2l.max_examples
         try:
             checked = check_examples(examples)
-            if checked and readable == 0:
-                raise Text2LoraError("this server's checkpoint was trained on descriptions only and cannot read "
-                                     "examples")
-            if len(checked) > readable:
-                raise Text2LoraError(f"{len(checked)} examples; this server's checkpoint reads at most {readable}")
+            self.runtime.t2l.require_examples(len(checked))
         except Text2LoraError as e:
             raise ApiError(400, str(e), "invalid_examples", "examples") from None
         return description, tuple(checked)

@@ -31,6 +31,9 @@ MAX_EXAMPLES = 64
 MAX_EXAMPLE_CHARS = 4_000
 """The longest input or output of one example, in characters (the encoder reads 256 tokens of each)."""
 MAX_EXAMPLES_FILE_BYTES = 4 * 1024 * 1024
+EXAMPLES_ONLY_DESCRIPTION = "Do the task that the examples show."
+"""The description a sample gets when SFT trains it on its examples alone (``data.shots_only_prob``), so that the
+hypernetwork must read the task from the examples; a user with examples and no description can pass it."""
 
 
 @dataclass(frozen=True)

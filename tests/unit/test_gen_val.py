@@ -200,7 +200,8 @@ def test_gen_val_tasks_from_a_benchmark(world, tmp_path):
     ({"instances": 0}, "gen_val.instances must be >= 1"),
     ({"max_tasks": 0}, "gen_val.max_tasks must be >= 1"),
     ({"every": "often"}, "every"),
-    ({"shots": 3}, "unknown key 'shots'"),
+    ({"shot": 3}, "unknown key 'shot'"),
+    ({"shots": -1}, "gen_val.shots must be in 0..64"),
 ])
 def test_bad_gen_val_settings_are_one_line_errors(world, gen_val, message):
     with pytest.raises(Text2LoraError, match=message):

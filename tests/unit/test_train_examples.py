@@ -163,3 +163,86 @@ def test_a_description_only_checkpoint_seeds_a_run_with_examples(world, tmp_path
     a = old.generate(SAME).factors["q_proj"][1]
     b = new.generate(SAME, examples=[Example("cat", "tac")]).factors["q_proj"][1]
     torch.testing.assert_close(a, b)  # the fresh conditioner adds nothing yet
+
+
+def test_shots_only_samples_train_on_the_examples_alone(world):
+    """data.shots_only_prob: some samples with examples get the neutral description instead of their own, never a
+    sample without examples; the validation gains the same examples without the description."""
+    from text2lora.examples import EXAMPLES_ONLY_DESCRIPTION
+    from text2lora.train.sft import SFTRecipe
+
+    raw = config(*world)
+    raw["data"].update(shots_zero_prob=0.3, shots_only_prob=0.5)
+    recipe = SFTRecipe(build_config("sft", raw))
+    neutral = with_shots = 0
+    for step in range(30):
+        batch = recipe.data.batch(step)
+        for description, shots in zip(batch["description"], batch["shots"]):
+            if description == EXAMPLES_ONLY_DESCRIPTION:
+                assert shots  # the examples alone: never no examples and no description
+                neutral += 1
+            with_shots += bool(shots)
+    assert 0.3 < neutral / with_shots < 0.7
+    assert EXAMPLES_ONLY_DESCRIPTION in recipe.data.all_descriptions()
+    val = {v.name: v for v in recipe.val_sets}
+    assert set(val) == {"val_instances", "val_shots", "val_shots_only"}
+    assert [(r.task, r.index, r.shots) for r in val["val_shots_only"].refs] == \
+        [(r.task, r.index, r.shots) for r in val["val_shots"].refs]
+    assert {r.description for r in val["val_shots_only"].refs} == {EXAMPLES_ONLY_DESCRIPTION}
+    metrics = recipe.evaluate(recipe.hypernet)
+    assert set(metrics) >= {"val_instances", "val_shots", "val_shots_only"}
+
+    raw["data"]["shots_only_prob"] = 0.0  # off: the stream is the one runs had before the option
+    plain = SFTRecipe(build_config("sft", raw))
+    assert EXAMPLES_ONLY_DESCRIPTION not in plain.data.all_descriptions()
+    assert all(EXAMPLES_ONLY_DESCRIPTION not in plain.data.batch(s)["description"] for s in range(10))
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan")])
+def test_shots_only_prob_out_of_range_is_a_clear_error(value):
+    from text2lora.errors import Text2LoraError
+    from text2lora.train.config import DataConfig
+
+    with pytest.raises(Text2LoraError, match="data.shots_only_prob must be in"):
+        DataConfig(shots_only_prob=value)
+
+
+def test_shots_only_prob_without_examples_conditioning_is_a_clear_error(world):
+    from text2lora.errors import Text2LoraError
+    from text2lora.train.sft import SFTRecipe
+
+    raw = config(*world)
+    del raw["hypernet"]["examples"]
+    raw["data"]["shots_only_prob"] = 0.5
+    with pytest.raises(Text2LoraError, match="needs hypernet.examples"):
+        SFTRecipe(build_config("sft", raw))
+
+
+def test_gen_val_also_scores_the_adapters_written_with_examples(world, tmp_path):
+    """A hypernetwork that reads examples is validated by generation twice: description only (gen_score, which
+    chooses best/) and with gen_val.shots examples a task (t2l+shots rows; the shots text2lora eval gives icl3)."""
+    from text2lora.eval.tasks import select_library_tasks
+    from text2lora.examples import example_from_instance
+    from text2lora.train.gen_val import read_gen_val
+
+    model_dir, library = world
+    raw = config(model_dir, library, steps=4, eval_every=4, save_every=4)
+    raw["gen_val"] = {"tasks": "all", "instances": 2, "max_new_tokens": 3, "shots": 2}
+    cfg = build_config("sft", raw)
+    from text2lora.train.sft import SFTRecipe
+
+    recipe = SFTRecipe(cfg, run_dir=tmp_path / "run")
+    assert recipe.gen_val.examples == [[example_from_instance(i) for i in t.shots(0, 2, 0)]
+                                       for t in select_library_tasks(recipe.library, "all", None, 2)]
+    train(recipe, cfg.loop, tmp_path / "run", config_to_dict(cfg), progress=False)
+    rows = read_gen_val(tmp_path / "run")
+    assert [(r["step"], r["model"]) for r in rows] == [(0, "base"), (0, "t2l"), (0, "t2l+shots"), (4, "t2l"),
+                                                       (4, "t2l+shots")]
+    assert set(rows[2]["tasks"]) == set(ANSWERS)
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    final = [m for m in metrics if "gen_shots_score" in m][-1]
+    assert final["step"] == 4 and 0 <= final["gen_shots_score"] <= 1 and "gen_shots_copy_rate" in final
+
+    raw["gen_val"]["shots"] = 0  # off: no t2l+shots rows
+    recipe = SFTRecipe(build_config("sft", raw), run_dir=tmp_path / "off")
+    assert recipe.gen_val.examples is None

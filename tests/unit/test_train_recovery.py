@@ -115,3 +115,22 @@ def test_a_damaged_checkpoint_is_one_line_on_resume(world, tmp_path, capsys, dam
     assert train_lora(tmp_path, "run", data, "--resume") == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("text2lora:")]
     assert len(err) == 1 and named in err[0] and "delete it to resume" in err[0], err
+
+
+def test_a_run_saved_before_a_config_key_existed_keeps_its_fingerprint():
+    """Every key added to the config after runs were saved (loop._ADDED_LATER), at its default, leaves the
+    fingerprint as it was without the key, so those runs still resume; another value changes it."""
+    from text2lora.train.config import build_config, config_to_dict
+    from text2lora.train.loop import _ADDED_LATER, config_fingerprint
+
+    full = config_to_dict(build_config("sft", {"gen_val": {"tasks": "unseen", "select_by": "gen_score"}}))
+    for section, defaults in _ADDED_LATER.items():
+        for key, default in defaults.items():
+            holder = full if section == "" else full[section]
+            assert holder[key] == default, (section, key)  # the recorded default is the config's default
+            old = {k: (dict(v) if isinstance(v, dict) else v) for k, v in full.items()}
+            (old if section == "" else old[section]).pop(key)
+            assert config_fingerprint(old) == config_fingerprint(full), (section, key)
+            changed = {k: (dict(v) if isinstance(v, dict) else v) for k, v in full.items()}
+            (changed if section == "" else changed[section])[key] = "other"
+            assert config_fingerprint(changed) != config_fingerprint(full), (section, key)

@@ -37,6 +37,9 @@ class DataConfig:
     shots_max: int = 4  #: hypernetworks with examples: up to this many training examples per sample
     shots_zero_prob: float = 0.25  #: ...and none at all this often (the description-only case)
     val_shots: int = 3  #: examples per instance in the ``val_shots`` validation loss
+    #: of the samples that get examples, the share trained on the examples alone: their description is replaced by
+    #: ``text2lora.examples.EXAMPLES_ONLY_DESCRIPTION``, so the examples must carry the task (0: never)
+    shots_only_prob: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("tasks_per_batch", "examples_per_task", "max_prompt_tokens", "max_output_tokens",
@@ -45,8 +48,10 @@ class DataConfig:
                 raise Text2LoraError(f"data.{name} must be >= 1")
         if not 0 <= self.shots_max <= 64 or not 0 <= self.val_shots <= 64:
             raise Text2LoraError("data.shots_max and data.val_shots must be in 0..64")
-        if not (math.isfinite(self.shots_zero_prob) and 0 <= self.shots_zero_prob <= 1):
-            raise Text2LoraError(f"data.shots_zero_prob must be in [0, 1], got {self.shots_zero_prob}")
+        for name in ("shots_zero_prob", "shots_only_prob"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value <= 1):
+                raise Text2LoraError(f"data.{name} must be in [0, 1], got {value}")
         for name in ("max_tasks", "val_tasks"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise Text2LoraError(f"data.{name} must be >= 1 or null, got {getattr(self, name)}")
@@ -122,6 +127,9 @@ class GenValConfig:
     max_prompt_tokens: int = 256  #: prompts are cut to this many tokens (``text2lora eval``'s default)
     batch_size: int = 16  #: prompts per forward pass
     every: int = 1  #: run on every N-th validation (of loop.eval_every), and always at step 0 and at the end
+    #: hypernetworks that read examples are also scored with this many worked examples per task (``t2l+shots``:
+    #: the shots ``text2lora eval`` gives ``icl3`` and ``t2l+shots``, from outside the scored instances); 0: never
+    shots: int = 3
     #: "loss": best/ has the lowest val_instances; "gen_score": the highest gen_score (the primary metric is then
     #: gen_error = 1 - gen_score, which needs every: 1 and the validation split)
     select_by: str = "loss"
@@ -134,6 +142,8 @@ class GenValConfig:
         for name in ("instances", "max_new_tokens", "max_prompt_tokens", "batch_size", "every"):
             if getattr(self, name) < 1:
                 raise Text2LoraError(f"gen_val.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.shots <= 64:
+            raise Text2LoraError(f"gen_val.shots must be in 0..64, got {self.shots}")
         if self.max_tasks is not None and self.max_tasks < 1:
             raise Text2LoraError(f"gen_val.max_tasks must be >= 1 or null, got {self.max_tasks}")
         if self.select_by == "gen_score" and self.every != 1:

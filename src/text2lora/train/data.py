@@ -12,6 +12,7 @@ from text2lora.data.fit import rng_for
 from text2lora.data.samplers import ExampleRef, HierarchicalSampler, draw_shots, encode_refs
 from text2lora.data.task import Task
 from text2lora.errors import Text2LoraError
+from text2lora.examples import EXAMPLES_ONLY_DESCRIPTION
 from text2lora.train.config import DataConfig
 
 
@@ -75,7 +76,16 @@ class TrainData:
 
     def _with_shots(self, ref: ExampleRef, rng, k_max: int, zero_prob: float, exclude: int | None) -> ExampleRef:
         shots = draw_shots(rng, len(self.train[ref.task]), exclude, k_max, zero_prob)
-        return ExampleRef(ref.task, ref.index, ref.description, shots)
+        description = ref.description
+        # drawn only when the option is on, so runs without it keep the stream they always had
+        if shots and self.cfg.shots_only_prob and rng.random() < self.cfg.shots_only_prob:
+            description = EXAMPLES_ONLY_DESCRIPTION
+        return ExampleRef(ref.task, ref.index, description, shots)
+
+    @property
+    def shots_only(self) -> bool:
+        """Whether some samples are trained on their examples alone (``data.shots_only_prob``)."""
+        return bool(self.use_descriptions and self.shots_max and self.cfg.shots_only_prob)
 
     def shot_examples(self, batch: dict[str, Any]) -> list[list]:
         """The worked examples of each row of an encoded batch (training instances of its task)."""
@@ -106,6 +116,9 @@ class TrainData:
                 return tuple(rng_for(self.seed, "val_shots", ref.task, str(ref.index)).sample(range(n), min(self.cfg.val_shots, n)))
 
             sets.append(ValSet("val_shots", [ExampleRef(r.task, r.index, r.description, shots(r)) for r in instances]))
+            if self.shots_only:  # the same examples with no description: what the examples alone carry
+                sets.append(ValSet("val_shots_only", [ExampleRef(r.task, r.index, EXAMPLES_ONLY_DESCRIPTION, shots(r))
+                                                      for r in instances]))
         return [s for s in sets if s.refs]
 
     def val_batches(self, refs: list[ExampleRef]):
@@ -117,4 +130,6 @@ class TrainData:
         for t in self.tasks:
             out.extend(t.training_descriptions)
             out.extend(t.heldout_descriptions)
+        if self.shots_only:
+            out.append(EXAMPLES_ONLY_DESCRIPTION)
         return sorted(set(out))

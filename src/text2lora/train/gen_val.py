@@ -10,9 +10,12 @@ is scored once per process, as the reference. :meth:`GenValidator.evaluate` retu
 
 * ``gen_score``: the mean headline score over the tasks; ``gen_copy_rate``: the share of generation answers that
   repeat their input (whitespace aside); ``gen_base_score`` and ``gen_base_copy_rate``: the same for the base model;
-* with ``select_by: gen_score``, ``gen_error`` = 1 - ``gen_score``: the primary metric (the loop keeps the lowest).
+* with ``select_by: gen_score``, ``gen_error`` = 1 - ``gen_score``: the primary metric (the loop keeps the lowest);
+* for a hypernetwork that reads worked examples (and ``shots`` > 0): ``gen_shots_score`` and ``gen_shots_copy_rate``,
+  the same tasks with adapters generated from the description and ``shots`` examples per task (``t2l+shots``: the
+  shots ``text2lora eval`` gives ``icl3``), none of them in the prompt. The choice of ``best/`` stays on ``gen_score``.
 
-Each evaluation also appends a row per model (``t2l``, and ``base`` the first time) to ``gen_val.jsonl`` in the run
+Each evaluation also appends a row per model (``t2l``, ``t2l+shots`` with examples, and ``base`` the first time) to ``gen_val.jsonl`` in the run
 directory: the scores and copy rates per task and per source family, and the predictions, so one can see which
 families collapse. A resumed run rewrites the rows after its checkpoint, as ``metrics.jsonl`` does.
 """
@@ -185,9 +188,19 @@ class GenValidator:
         self.requests = [build_request(tokenizer, t, Unit("t2l", "", t.name, d, PLAIN), settings)
                          for t, d in zip(self.tasks, self.descriptions)]
         self.embeddings = encoder.encode(self.descriptions)  # (tasks, D): the encoder is frozen
+        self.examples = self._task_examples(cfg.shots)
         self.log = GenValLog(run_dir)
         self.base: dict[str, Any] | None = None  #: the base model's summary, computed once
         self.base_runs = 0  #: how often the base model was scored (once per process)
+
+    def _task_examples(self, k: int) -> list[list] | None:
+        """Each task's ``k`` worked examples, as ``text2lora eval`` gives them to ``icl3`` (seed 0); None when
+        ``k`` is 0 or a task has fewer than ``k`` instances outside the scored ones."""
+        from text2lora.examples import example_from_instance
+
+        if k < 1 or any(len(t.pool) < k for t in self.tasks):
+            return None
+        return [[example_from_instance(i) for i in t.shots(0, k, 0)] for t in self.tasks]
 
     @property
     def primary_metric(self) -> str | None:
@@ -218,9 +231,13 @@ class GenValidator:
         return out
 
     def evaluate(self, model, hypernet: torch.nn.Module, make_lora: Callable[[torch.Tensor], LoraWeights],
-                 step: int | None) -> dict[str, float]:
-        """The gen_* metrics of ``hypernet`` (``make_lora`` turns description embeddings into adapters), a row in
-        gen_val.jsonl when ``step`` is known; the base model is scored the first time only."""
+                 step: int | None,
+                 make_lora_with_examples: Callable[[torch.Tensor, list[list]], LoraWeights] | None = None,
+                 ) -> dict[str, float]:
+        """The gen_* metrics of ``hypernet`` (``make_lora`` turns description embeddings into adapters;
+        ``make_lora_with_examples``, given for a hypernetwork that reads examples, turns embeddings and each task's
+        examples into adapters), rows in gen_val.jsonl when ``step`` is known; the base model is scored the first
+        time only."""
         t0 = time.perf_counter()
         device = next(hypernet.parameters()).device
         with eval_mode(hypernet):
@@ -237,6 +254,19 @@ class GenValidator:
         if "copy_rate" in ours:
             metrics["gen_copy_rate"] = ours["copy_rate"]
             metrics["gen_base_copy_rate"] = self.base["copy_rate"]
+        if make_lora_with_examples is not None and self.examples is not None:
+            ts = time.perf_counter()
+            with eval_mode(hypernet):
+                lora = make_lora_with_examples(self.embeddings.to(device), self.examples)
+            shots = self.score(model, [lora.select(i) for i in range(len(self.tasks))])
+            with_shots = summarize(shots)
+            self._write(step, "t2l+shots", shots, with_shots, time.perf_counter() - ts)
+            metrics["gen_shots_score"] = with_shots["score"]
+            if "copy_rate" in with_shots:
+                metrics["gen_shots_copy_rate"] = with_shots["copy_rate"]
+            log.info("gen_val%s with %d examples a task: score %.3f, copy rate %s", f" at step {step}"
+                     if step is not None else "", self.cfg.shots, with_shots["score"],
+                     _rate(with_shots.get("copy_rate")))
         if self.primary_metric is not None:
             metrics[self.primary_metric] = 1.0 - ours["score"]
         log.info("gen_val%s: score %.3f, copy rate %s (base %.3f, %s) on %d tasks in %.0f s",

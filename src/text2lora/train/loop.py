@@ -79,7 +79,8 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 _NOT_FINGERPRINTED = {"loop": ("threads", "num_threads", "log_with"), "data": ("library",)}
 #: Settings added after runs existed, with the value that reproduces the older behaviour: a run saved before a
 #: setting existed resumes as long as the setting keeps that value.
-_ADDED_LATER = {"data": {"shots_max": 4, "shots_zero_prob": 0.25, "val_shots": 3},
+_ADDED_LATER = {"data": {"shots_max": 4, "shots_zero_prob": 0.25, "val_shots": 3, "shots_only_prob": 0.0},
+                "gen_val": {"shots": 3},
                 "": {"init_lora": None, "copy_downweight": 0.0}}  # "": top-level keys
 
 

@@ -84,6 +84,11 @@ class SFTRecipe:
     def __init__(self, cfg: SFTConfig, *, library: TaskLibrary | None = None, base_model=None, tokenizer=None,
                  cache_dir: Path | None = None, run_dir: Path | None = None) -> None:
         self.cfg = cfg
+        if cfg.data.shots_only_prob and not cfg.hypernet.examples:
+            from text2lora.errors import Text2LoraError
+
+            raise Text2LoraError("data.shots_only_prob trains samples on their examples alone: it needs "
+                                 "hypernet.examples (set it, or set data.shots_only_prob to 0)")
         device = default_device()
         if base_model is None:
             base_model, tokenizer = load_base_model(cfg.base_model, dtype=model_dtype(cfg.loop.precision),
@@ -175,7 +180,15 @@ class SFTRecipe:
                 losses.append(grouped_completion_loss(self.base_model, batch, lora=lora))
             out[val.name] = torch.cat(losses).mean().item()
         if self.gen_val is not None and self.gen_val.due(step):
-            out.update(self.gen_val.evaluate(self.base_model, hypernet, lambda emb: self._lora(hypernet, emb), step))
+            extra = {}
+            if self.example_encoder is not None:
+                def with_examples(emb: torch.Tensor, rows: list[list]) -> LoraWeights:
+                    feats, mask = self.example_encoder.features(rows, self.hypernet.max_examples)
+                    return self.meta.lora(hypernet(emb, (feats.to(emb.device), mask.to(emb.device))))
+
+                extra["make_lora_with_examples"] = with_examples
+            out.update(self.gen_val.evaluate(self.base_model, hypernet, lambda emb: self._lora(hypernet, emb), step,
+                                             **extra))
         return out
 
     def export(self, hypernet, out_dir: Path) -> None:

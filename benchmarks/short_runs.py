@@ -11,7 +11,8 @@ per-task difference, and the plan's keep rule is applied:
   5 points lower;
 - R4 (the examples lever, scored at k = 0) is kept when its score is at least R0 - 1.0.
 
-Runs that have not reached their last step are listed as unfinished and judged on nothing. Writes ``short-runs.json``,
+Runs that have not reached their last step are listed as unfinished and judged on nothing. A run whose hypernetwork
+reads examples also shows its ``t2l+shots`` score (3 examples a task), which no rule reads. Writes ``short-runs.json``,
 ``short-runs.md`` and ``short-runs.png`` (validation score and copy rate against steps, one line a run).
 """
 
@@ -51,16 +52,14 @@ def read_rows(run_dir: Path, model: str = "t2l") -> list[dict]:
 
 
 def run_steps(run_dir: Path) -> int | None:
-    """The run's configured number of steps (its config.yaml or config.json), None when it has none."""
-    for name in ("config.json", "config.yaml"):
-        path = run_dir / name
-        if path.exists():
-            import yaml
-
-            cfg = yaml.safe_load(path.read_text())
-            steps = ((cfg or {}).get("loop") or {}).get("steps")
-            return int(steps) if isinstance(steps, int) else None
-    return None
+    """The run's configured number of steps (the config.json of its newest checkpoint), None without one."""
+    configs = sorted(run_dir.glob("ckpt-*/config.json")) or [run_dir / "config.json"]
+    try:
+        cfg = json.loads(configs[-1].read_text())
+    except (OSError, ValueError):
+        return None
+    steps = ((cfg if isinstance(cfg, dict) else {}).get("loop") or {}).get("steps")
+    return steps if isinstance(steps, int) else None
 
 
 def per_task(row: dict) -> dict[str, float]:
@@ -105,6 +104,10 @@ def summarise(runs_dir: Path) -> dict:
             entry["score"] = 100 * last["score"]
             entry["copy_rate"] = 100 * last["copy_rate"] if "copy_rate" in last else None
             entry["per_task"] = per_task(last)
+            shots = [r for r in read_rows(run_dir, model="t2l+shots") if r["step"] == last["step"]]
+            if shots:  # reported beside the run; no rule reads it (PLAN.md, second amendment)
+                entry["shots_score"] = 100 * shots[0]["score"]
+                entry["shots_copy_rate"] = 100 * shots[0]["copy_rate"] if "copy_rate" in shots[0] else None
         out["runs"][name] = entry
     base = read_rows(runs_dir / "R0", model="base")
     if base:
@@ -131,10 +134,10 @@ def markdown(summary: dict) -> str:
              "answers equal to their input. Interval: paired bootstrap over tasks of (run - R0), 95%.", ""]
     if "base" in summary:
         b = summary["base"]
-        lines += [f"Base model, no adapter: {b['score']:.1f}, copy rate "
-                  f"{'n/a' if b['copy_rate'] is None else f'{b['copy_rate']:.1f}%'}.", ""]
-    lines += ["| run | change | status | score | copy rate | vs R0 | 95% CI | better / worse tasks | kept |",
-              "|---|---|---|---:|---:|---:|---|---|---|"]
+        copy = "n/a" if b["copy_rate"] is None else f"{b['copy_rate']:.1f}%"
+        lines += [f"Base model, no adapter: {b['score']:.1f}, copy rate {copy}.", ""]
+    lines += ["| run | change | status | score | copy rate | vs R0 | 95% CI | better / worse tasks | kept "
+              "| with 3 examples |", "|---|---|---|---:|---:|---:|---|---|---|---:|"]
     for name, e in summary["runs"].items():
         score = f"{e['score']:.1f}" if "score" in e else ""
         copy = f"{e['copy_rate']:.1f}%" if e.get("copy_rate") is not None else ""
@@ -142,7 +145,9 @@ def markdown(summary: dict) -> str:
         ci = f"[{e['interval'][0]:+.1f}, {e['interval'][1]:+.1f}]" if "interval" in e else ""
         wl = f"{e['wins']} / {e['losses']}" if "wins" in e else ""
         kept = ("yes" if e["kept"] else "no") + f" ({e['why']})" if "kept" in e else ("control" if name == "R0" else "")
-        lines.append(f"| {name} | {e['change']} | {e['status']} | {score} | {copy} | {delta} | {ci} | {wl} | {kept} |")
+        shots = f"{e['shots_score']:.1f}" if "shots_score" in e else ""
+        lines.append(f"| {name} | {e['change']} | {e['status']} | {score} | {copy} | {delta} | {ci} | {wl} | {kept} "
+                     f"| {shots} |")
     lines += ["", "Curves (score / copy rate by step):", ""]
     for name, e in summary["runs"].items():
         if e["curve"]:

@@ -4,6 +4,7 @@
     python benchmarks/quality.py --scale small          # the headline, <= ~2.5 h
     python benchmarks/quality.py --scale quick --dry-run
     python benchmarks/quality.py --scale v2 [--split validation] [--t2l-checkpoint DIR]   # the v2 benchmark
+    python benchmarks/quality.py --scale v2 --split seen [--t2l-checkpoint DIR]   # v2 seen tasks vs per-task LoRAs
 
 Scale ``v2`` scores a given T2L checkpoint (default: the shipped one) against the baselines on the committed unseen
 benchmark v2 (``benchmarks/v2/benchmark.json``, its test side by default): ``select`` checks that the library
@@ -22,6 +23,13 @@ change, so an interrupted run resumes (a training stage continues from its last 
 5. ``t2l-sft``: T2L trained end to end on the training tasks (`text2lora train sft`);
 6. ``eval``: `text2lora eval` of base, desc-prompt, icl3, multitask-lora, task-lora, t2l-recon, t2l-sft on the
    seen evaluation tasks and unseen tasks; report (JSON, Markdown, PNG) in ``<work>/report``.
+
+``--scale v2 --split seen`` is the "no regression on seen tasks" check, on the committed seen side
+(``benchmarks/v2/seen.json``: 15 seen tasks of the library, scored on their held-out test split): ``select-seen``
+checks the library against it, ``lora:<task>`` trains each task's per-task LoRA (100 steps, early stopping on its
+validation loss), ``lora:_multitask`` is the test side's multi-task LoRA (the same stage: cached, not retrained),
+``t2l-recon`` trains T2L-recon on those LoRAs (10,000 steps), and ``eval-seen`` scores base, multitask-lora,
+task-lora, t2l-recon and the T2L checkpoint, each with the tasks' own descriptions, into ``<work>/report-seen``.
 
 Seen evaluation tasks are training tasks (their test split is held out); unseen tasks are never trained or tuned on.
 """
@@ -80,6 +88,17 @@ V2 = Scale(seen_eval=0, recon_extra=0, train_tasks=0, unseen_eval=0, lora_steps=
            recon_steps=0, sft_steps=0, max_instances=30, groups="train,heldout,random", expected_minutes=150)
 V2_METHODS = ["base", "desc-prompt", "icl3", "multitask-lora", "t2l"]
 V2_BENCHMARK = REPO / "benchmarks" / "v2" / "benchmark.json"
+SEEN = "seen"
+#: ``--split seen``: per-task LoRAs of 100 steps (early stopping on the task's validation loss; the timed small run
+#: measured ~4 s a step) and T2L-recon of 10,000 steps (the 15 LoRAs are each drawn ~2,700 times at 4 a batch; the
+#: small runs reached ~4% dW error at 1,500-2,000 draws a LoRA, ~0.13 s a step); the T2L checkpoint and T2L-recon are
+#: scored with the tasks' own (training) descriptions.
+V2_SEEN = Scale(seen_eval=0, recon_extra=0, train_tasks=0, unseen_eval=0, lora_steps=100,
+                multitask_steps=V2.multitask_steps, recon_steps=10_000, sft_steps=0, max_instances=30, groups="train",
+                expected_minutes=170)
+V2_SEEN_METHODS = ["base", "multitask-lora", "task-lora", "t2l-recon", "t2l"]
+V2_SEEN_FILE = REPO / "benchmarks" / "v2" / "seen.json"
+V2_SEEN_SELECTION = "seen-tasks.json"  #: in the work dir, beside the test/validation sides' tasks.json
 MAX_NEW_TOKENS = 24
 #: T2L-recon is scored with its training descriptions only: it learns to reproduce the LoRA of each description
 #: it was trained on (the paper's reconstruction setting); T2L-SFT gets every group of the scale.
@@ -167,6 +186,41 @@ def _has_checkpoints(run: Path) -> bool:
     return run.is_dir() and any((p / "trainer.json").is_file() for p in run.glob("ckpt-*"))
 
 
+def _task_lora_stages(cli: list[str], tasks: list[str], common: dict, work: Path, lora_lib: Path, steps: int,
+                      seed: int) -> list[Stage]:
+    """A ``lora:<task>`` stage per task: a per-task PEFT LoRA into ``lora_lib/<task>``, early stopping on the
+    task's validation loss."""
+    stages = []
+    for task in tasks:
+        cfg_path = work / "configs" / f"lora-{task}.yaml"
+        cfg = _write_config(cfg_path, REPO / "configs" / "smollm2-lora.yaml", {
+            **common, "loop.steps": steps, "loop.eval_every": 10, "loop.save_every": 10, "loop.seed": seed})
+        run_dir = lora_lib / ".runs" / task
+        stages.append(Stage(
+            f"lora:{task}", f"per-task LoRA, {steps} steps (early stopping)",
+            cli + ["train", "lora", "--task", task, "--config", str(cfg_path), "--out", str(lora_lib)],
+            {"config": cfg},
+            done=(lora_lib / task / "adapter_config.json").is_file, clean=[lora_lib / task, run_dir],
+            resume_args=["--resume"], can_resume=lambda r=run_dir: _has_checkpoints(r)))
+    return stages
+
+
+def _recon_stage(cli: list[str], adapters: dict[str, str | None], common: dict, work: Path, lora_lib: Path,
+                 steps: int, seed: int, extra_inputs: dict | None = None) -> Stage:
+    """``t2l-recon``: T2L trained to reproduce the per-task LoRAs of ``lora_lib`` (``adapters``: their hashes)."""
+    recon_dir = work / "t2l-recon"
+    cfg_path = work / "configs" / "recon.yaml"
+    cfg = _write_config(cfg_path, REPO / "configs" / "smollm2-recon.yaml", {
+        **common, "loop.steps": steps, "loop.eval_every": max(50, steps // 5),
+        "loop.save_every": max(50, steps // 5), "loop.seed": seed})
+    return Stage(
+        "t2l-recon", f"T2L-recon on the {len(adapters)}-task LoRA library, {steps} steps",
+        cli + ["train", "recon", "--lora-library", str(lora_lib), "--config", str(cfg_path), "--out", str(recon_dir)],
+        {"config": cfg, "adapters": adapters, **(extra_inputs or {})},
+        done=(recon_dir / "best" / "t2l_config.json").is_file, clean=[recon_dir],
+        resume_args=["--resume"], can_resume=lambda: _has_checkpoints(recon_dir))
+
+
 def build_stages(args, scale: Scale, work: Path) -> list[Stage]:
     cli = [sys.executable, "-m", "text2lora"]
     library = Path(args.library).resolve()
@@ -190,18 +244,7 @@ def build_stages(args, scale: Scale, work: Path) -> list[Stage]:
     lora_lib = work / "lora-library"
     common = {"base_model": "bundled:smollm2-135m-instruct", "data.library": str(library)}
 
-    for task in chosen["lora_tasks"]:
-        cfg_path = work / "configs" / f"lora-{task}.yaml"
-        cfg = _write_config(cfg_path, REPO / "configs" / "smollm2-lora.yaml", {
-            **common, "loop.steps": scale.lora_steps, "loop.eval_every": 10, "loop.save_every": 10,
-            "loop.seed": args.seed})
-        run_dir = lora_lib / ".runs" / task
-        stages.append(Stage(
-            f"lora:{task}", f"per-task LoRA, {scale.lora_steps} steps (early stopping)",
-            cli + ["train", "lora", "--task", task, "--config", str(cfg_path), "--out", str(lora_lib)],
-            {"config": cfg},
-            done=(lora_lib / task / "adapter_config.json").is_file, clean=[lora_lib / task, run_dir],
-            resume_args=["--resume"], can_resume=lambda r=run_dir: _has_checkpoints(r)))
+    stages += _task_lora_stages(cli, chosen["lora_tasks"], common, work, lora_lib, scale.lora_steps, args.seed)
     adapters = {t: _product(lora_lib / t / "adapter_model.safetensors") for t in chosen["lora_tasks"]}
 
     cfg_path = work / "configs" / "lora-multitask.yaml"
@@ -218,16 +261,7 @@ def build_stages(args, scale: Scale, work: Path) -> list[Stage]:
         resume_args=["--resume"], can_resume=lambda r=run_dir: _has_checkpoints(r)))
 
     recon_dir = work / "t2l-recon"
-    cfg_path = work / "configs" / "recon.yaml"
-    cfg = _write_config(cfg_path, REPO / "configs" / "smollm2-recon.yaml", {
-        **common, "loop.steps": scale.recon_steps, "loop.eval_every": max(50, scale.recon_steps // 5),
-        "loop.save_every": max(50, scale.recon_steps // 5), "loop.seed": args.seed})
-    stages.append(Stage(
-        "t2l-recon", f"T2L-recon on the {len(chosen['lora_tasks'])}-task LoRA library, {scale.recon_steps} steps",
-        cli + ["train", "recon", "--lora-library", str(lora_lib), "--config", str(cfg_path), "--out", str(recon_dir)],
-        {"config": cfg, "adapters": adapters},
-        done=(recon_dir / "best" / "t2l_config.json").is_file, clean=[recon_dir],
-        resume_args=["--resume"], can_resume=lambda: _has_checkpoints(recon_dir)))
+    stages.append(_recon_stage(cli, adapters, common, work, lora_lib, scale.recon_steps, args.seed))
 
     sft_dir = work / "t2l-sft"
     cfg_path = work / "configs" / "sft.yaml"
@@ -263,8 +297,30 @@ def build_stages(args, scale: Scale, work: Path) -> list[Stage]:
     return stages
 
 
+def _v2_multitask_stage(args, work: Path, library: Path, cli: list[str]) -> Stage:
+    """``lora:_multitask`` of the v2 benchmark: one LoRA on every seen task (one stage for all sides, so it is
+    trained once and cached)."""
+    lora_lib = work / "lora-library"
+    steps = args.multitask_steps or V2.multitask_steps
+    cfg_path = work / "configs" / "lora-multitask.yaml"
+    cfg = _write_config(cfg_path, REPO / "configs" / "smollm2-lora.yaml", {
+        "base_model": "bundled:smollm2-135m-instruct", "data.library": str(library), "data.tasks": "seen",
+        "loop.steps": steps, "loop.eval_every": max(10, steps // 8), "loop.save_every": max(10, steps // 8),
+        "data.val_tasks": 24, "data.val_instances_per_task": 8, "loop.seed": args.seed})
+    run_dir = lora_lib / ".runs" / "_multitask"
+    return Stage(
+        "lora:_multitask", f"multi-task LoRA on every seen task, {steps} steps (early stopping)",
+        cli + ["train", "lora", "--multitask", "--config", str(cfg_path), "--out", str(lora_lib)],
+        {"config": cfg},
+        done=(lora_lib / "_multitask" / "adapter_config.json").is_file, clean=[lora_lib / "_multitask", run_dir],
+        resume_args=["--resume"], can_resume=lambda: _has_checkpoints(run_dir))
+
+
 def build_v2_stages(args, work: Path) -> list[Stage]:
-    """The v2 benchmark: a checkpoint and the baselines on the committed unseen tasks (see the module docstring)."""
+    """The v2 benchmark: a checkpoint and the baselines on the committed unseen tasks (see the module docstring),
+    or on the seen side (``--split seen``: :func:`build_v2_seen_stages`)."""
+    if args.split == SEEN:
+        return build_v2_seen_stages(args, work)
     cli = [sys.executable, "-m", "text2lora"]
     library = Path(args.library).resolve()
     selection_file = work / "tasks.json"
@@ -279,21 +335,10 @@ def build_v2_stages(args, work: Path) -> list[Stage]:
         return stages
     chosen = json.loads(selection_file.read_text())
     lora_lib = work / "lora-library"
-    steps = args.multitask_steps or V2.multitask_steps
-    cfg_path = work / "configs" / "lora-multitask.yaml"
-    cfg = _write_config(cfg_path, REPO / "configs" / "smollm2-lora.yaml", {
-        "base_model": "bundled:smollm2-135m-instruct", "data.library": str(library), "data.tasks": "seen",
-        "loop.steps": steps, "loop.eval_every": max(10, steps // 8), "loop.save_every": max(10, steps // 8),
-        "data.val_tasks": 24, "data.val_instances_per_task": 8, "loop.seed": args.seed})
-    run_dir = lora_lib / ".runs" / "_multitask"
+    multitask = _v2_multitask_stage(args, work, library, cli)
     methods = args.methods.split(",") if args.methods else V2_METHODS
     if "multitask-lora" in methods:
-        stages.append(Stage(
-            "lora:_multitask", f"multi-task LoRA on every seen task, {steps} steps (early stopping)",
-            cli + ["train", "lora", "--multitask", "--config", str(cfg_path), "--out", str(lora_lib)],
-            {"config": cfg},
-            done=(lora_lib / "_multitask" / "adapter_config.json").is_file, clean=[lora_lib / "_multitask", run_dir],
-            resume_args=["--resume"], can_resume=lambda: _has_checkpoints(run_dir)))
+        stages.append(multitask)
     checkpoint = Path(args.t2l_checkpoint).resolve() if args.t2l_checkpoint else None
     report = work / f"report-{args.split}"
     command = cli + [
@@ -312,10 +357,93 @@ def build_v2_stages(args, work: Path) -> list[Stage]:
     return stages
 
 
+def build_v2_seen_stages(args, work: Path) -> list[Stage]:
+    """``--scale v2 --split seen``: per-task LoRAs of the committed seen tasks, T2L-recon on them, and base, the
+    v2 multi-task LoRA (the test side's stage: cached, not retrained), each task's own LoRA, T2L-recon and the
+    given T2L checkpoint scored on the seen tasks' test instances. Stage names and files are the seen side's own
+    (``select-seen``, ``seen-tasks.json``, ``eval-seen``, ``report-seen``): the test and validation sides' records
+    are left as they are."""
+    cli = [sys.executable, "-m", "text2lora"]
+    library = Path(args.library).resolve()
+    selection_file = work / V2_SEEN_SELECTION
+    select = Stage(
+        "select-seen", "check the committed v2 seen side against the library",
+        [sys.executable, __file__, "--select-only", "--scale", "v2", "--split", SEEN, "--library", str(library),
+         "--work", str(work)],
+        {"library_index": sha256_file(library / "index.json"), "seen": sha256_file(V2_SEEN_FILE),
+         "min_train": MIN_TRAIN}, done=selection_file.is_file, clean=[selection_file])
+    stages = [select]
+    if not selection_file.is_file() or select.fingerprint != (_record(work, "select-seen") or {}).get("fingerprint"):
+        return stages
+    tasks = json.loads(selection_file.read_text())["eval"]
+    lora_lib = work / "lora-library"
+    methods = args.methods.split(",") if args.methods else V2_SEEN_METHODS
+    multitask = _v2_multitask_stage(args, work, library, cli)
+    if "multitask-lora" in methods:
+        stages.append(multitask)
+    common = {"base_model": "bundled:smollm2-135m-instruct", "data.library": str(library)}
+    if {"task-lora", "t2l-recon"} & set(methods):
+        _refuse_other_adapters(lora_lib, tasks)
+        stages += _task_lora_stages(cli, tasks, common, work, lora_lib, V2_SEEN.lora_steps, args.seed)
+    adapters = {t: _product(lora_lib / t / "adapter_model.safetensors") for t in tasks}
+    recon_dir = work / "t2l-recon"
+    # what T2L-recon learns from and both T2Ls are scored with: new descriptions (`text2lora data describe`) rerun them
+    descriptions = _descriptions_hash(library, tasks)
+    if "t2l-recon" in methods:
+        stages.append(_recon_stage(cli, adapters, common, work, lora_lib, V2_SEEN.recon_steps, args.seed,
+                                   {"descriptions": descriptions}))
+    checkpoint = Path(args.t2l_checkpoint).resolve() if args.t2l_checkpoint else None
+    report = work / f"report-{SEEN}"
+    command = cli + [
+        "eval", "-m", ",".join(methods), "--library", str(library), "--tasks", ",".join(tasks),
+        "--lora-library", str(lora_lib), *(["--t2l-checkpoint", str(checkpoint)] if checkpoint else []),
+        *(["--t2l-recon", str(recon_dir / "best"), "--method-groups", f"t2l-recon={RECON_GROUPS}"]
+          if "t2l-recon" in methods else []),
+        "--groups", args.groups or V2_SEEN.groups, "--max-instances", str(V2_SEEN.max_instances),
+        "--max-new-tokens", str(MAX_NEW_TOKENS), "--seed", str(args.seed), "--cache-dir", str(work / "eval-cache"),
+        "--report", str(report)]
+    t2l_weights = (checkpoint or REPO / "src" / "text2lora" / "checkpoints" / "default") / "hypernet.safetensors"
+    stages.append(Stage(
+        "eval-seen", f"score {len(methods)} methods on {len(tasks)} seen tasks, {V2_SEEN.max_instances} instances "
+                     "each (cached per method, task, description)",
+        command, {"adapters": adapters, "multitask": _product(lora_lib / "_multitask" / "adapter_model.safetensors"),
+                  "t2l-recon": _product(recon_dir / "best" / "hypernet.safetensors"), "t2l": _product(t2l_weights),
+                  "methods": methods, "descriptions": descriptions},
+        done=(report / "results.json").is_file, clean=[report]))
+    return stages
+
+
+def _descriptions_hash(library: Path, tasks: list[str]) -> str:
+    """A hash of the tasks' training and held-out descriptions in the library."""
+    import hashlib
+
+    from text2lora.data.library import TaskLibrary
+
+    lib = TaskLibrary.load(library)
+    texts = {t: [lib.task(t).training_descriptions, lib.task(t).heldout_descriptions] for t in tasks}
+    return hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()
+
+
+def _refuse_other_adapters(lora_lib: Path, tasks: list[str]) -> None:
+    """T2L-recon learns every per-task adapter in the LoRA library: one that is not a seen task's (left by another
+    seen.json) would join the reconstruction targets unnoticed."""
+    others = sorted(p.parent.name for p in lora_lib.glob("*/adapter_config.json")
+                    if not p.parent.name.startswith((".", "_")) and p.parent.name not in tasks)
+    if others:
+        raise SystemExit(f"{lora_lib} holds per-task LoRAs of tasks not on the seen side ({', '.join(others)}): "
+                         "move them out, T2L-recon would learn them too")
+
+
 def select_v2(library_dir: Path, split: str) -> dict[str, list[str]]:
     from text2lora.data.library import TaskLibrary
-    from text2lora.eval.benchmark import check_benchmark
+    from text2lora.eval.benchmark import check_benchmark, check_seen
 
+    if split == SEEN:
+        seen = json.loads(V2_SEEN_FILE.read_text())
+        if seen["rules"]["min_train"] < MIN_TRAIN:
+            raise SystemExit(f"{V2_SEEN_FILE} allows tasks with {seen['rules']['min_train']} training instances; "
+                             f"a per-task LoRA needs {MIN_TRAIN}")
+        return {"eval": check_seen(seen, TaskLibrary.load(library_dir))}
     bench = json.loads(V2_BENCHMARK.read_text())
     return {"eval": check_benchmark(bench, TaskLibrary.load(library_dir), split)}
 
@@ -328,7 +456,7 @@ def _record(work: Path, name: str) -> dict | None:
 
 
 def run(args) -> int:
-    scale = V2 if args.scale == "v2" else SCALES[args.scale]
+    scale = (V2_SEEN if args.split == SEEN else V2) if args.scale == "v2" else SCALES[args.scale]
     work = Path(args.work or REPO / "runs" / f"bench-quality-{args.scale}").resolve()
     build = (lambda: build_v2_stages(args, work)) if args.scale == "v2" else (lambda: build_stages(args, scale, work))
     library = Path(args.library).resolve()
@@ -338,7 +466,8 @@ def run(args) -> int:
     if args.select_only:
         work.mkdir(parents=True, exist_ok=True)
         chosen = select_v2(library, args.split) if args.scale == "v2" else select_tasks(library, scale, args.seed)
-        (work / "tasks.json").write_text(json.dumps(chosen, indent=2) + "\n")
+        selection = V2_SEEN_SELECTION if args.scale == "v2" and args.split == SEEN else "tasks.json"
+        (work / selection).write_text(json.dumps(chosen, indent=2) + "\n")
         for key, names in chosen.items():
             print(f"      {key} ({len(names)}): {', '.join(names)}")
         return 0
@@ -383,8 +512,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=[*sorted(SCALES), "v2"], default="quick")
-    parser.add_argument("--split", choices=["test", "validation"], default="test",
-                        help="v2: which side of the committed benchmark to score (validation: for decisions)")
+    parser.add_argument("--split", choices=["test", "validation", SEEN], default="test",
+                        help="v2: which side of the committed benchmark to score (validation: for decisions; seen: "
+                             "the seen tasks of benchmarks/v2/seen.json against per-task LoRAs and T2L-recon)")
     parser.add_argument("--t2l-checkpoint", default=None, help="v2: the T2L checkpoint to score (default: shipped)")
     parser.add_argument("--multitask-steps", type=int, default=None,
                         help=f"v2: multi-task LoRA steps (default {V2.multitask_steps}, with early stopping)")
@@ -399,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
                              "`--only t2l-sft` and `--only lora: --only t2l-recon` side by side on a 2-core machine, "
                              "then one without --only for the rest; stage records are per stage, so this is safe")
     parser.add_argument("--methods", default=None,
-                        help=f"methods the eval stage scores, comma-separated (default: {','.join(METHODS)})")
+                        help=f"methods the eval stage scores, comma-separated (default: {','.join(METHODS)}; v2: "
+                             f"{','.join(V2_METHODS)}; v2 seen: {','.join(V2_SEEN_METHODS)})")
     parser.add_argument("--groups", default=None,
                         help="T2L-SFT description groups of the eval stage (default: the scale's)")
     parser.add_argument("--skip", action="append", default=[], metavar="PREFIX",

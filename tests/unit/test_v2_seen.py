@@ -24,10 +24,13 @@ def _load(name: str):
 
 
 def _normalise(obj, tmp_path: Path):
+    """``obj`` with this machine's paths and the fixture library's hash (tests/tiny.py's business) as placeholders."""
+    from text2lora.paths import sha256_file
+
     text = json.dumps(obj, sort_keys=True)
     for path, mark in ((sys.executable, "<python>"), (str(tmp_path), "<tmp>"), (str(REPO), "<repo>")):
         text = text.replace(json.dumps(path)[1:-1], mark)
-    return json.loads(text)
+    return json.loads(text.replace(sha256_file(tmp_path / "lib" / "index.json"), "<fixture library index>"))
 
 
 def _fixture(root: Path, split: str, methods: str | None, selection: list[str]):

@@ -11,12 +11,11 @@ from typing import Annotated, Optional
 import typer
 
 from text2lora.config import LoraConfig
+from text2lora.errors import Text2LoraError
 from text2lora.models.bundled import BUNDLED_BASE, BUNDLED_ENCODER
 from text2lora.models.targets import DEFAULT_TARGETS
 
 _LORA = LoraConfig()
-
-from text2lora.errors import Text2LoraError
 
 VARIANT_HELP = "Hypernetwork size: L (A and B from one head), M (one head shared by A and B), S (one rank row at a time)."
 

@@ -63,7 +63,7 @@ def demo(
 
     model, tokenizer = load_base_model(t2l.meta.base_model)
     budget = EvalSettings().max_prompt_tokens  # the evaluation harness's prompt budget
-    prompts = [build_prompt(tokenizer, inst, max_prompt_tokens=budget).text for inst in instances]
+    prompts = [build_prompt(tokenizer, inst, max_prompt_tokens=budget).input_ids for inst in instances]
     base = generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
     adapted = generate_texts(model, tokenizer, prompts, lora=lora, max_new_tokens=max_new_tokens)
 

@@ -20,6 +20,11 @@ Public functions:
 
 Over-long prompts are cut: shots are dropped first (last shot first), then the input is cut in the middle
 (its head and tail are kept, joined by `` ... ``) so that the question at the end of a passage survives.
+
+Task text is plain text: a control token's spelling inside an input, a description or an answer (``<|im_end|>``)
+is encoded as ordinary characters, never as the control token, exactly as ``text2lora serve`` encodes what users
+send. Only the markers the chat template itself writes are control tokens. Training, evaluation and serving so see
+the same ids for the same text.
 """
 
 from __future__ import annotations
@@ -67,8 +72,15 @@ def _template(tokenizer, messages: list[dict[str, str]]) -> str:
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
+def _template_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
+    """The templated conversation's ids: the template's markers as control tokens, the messages as plain text."""
+    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                              return_dict=False, sanitize_control_tokens=True))
+
+
 def _ids(tokenizer, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    """``text``'s ids as plain text (a control token's spelling in it is ordinary characters)."""
+    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
 
 def truncate_middle(tokenizer, text: str, max_tokens: int) -> str:
@@ -112,8 +124,8 @@ def build_prompt(
     shots = list(shots)
 
     def render(inst: Instance) -> Prompt:
-        text = _template(tokenizer, build_messages(inst, description=description, shots=shots))
-        return Prompt(text, _ids(tokenizer, text))
+        messages = build_messages(inst, description=description, shots=shots)
+        return Prompt(_template(tokenizer, messages), _template_ids(tokenizer, messages))
 
     prompt = render(instance)
     if max_prompt_tokens is None:
@@ -169,8 +181,8 @@ def encode_example(
     target = _ids(tokenizer, instance.output if completion is None else completion)
     if max_output_tokens is not None:
         target = target[:max_output_tokens]
-    if add_end_of_turn:
-        target = target + _ids(tokenizer, end_of_turn(tokenizer))
+    if add_end_of_turn:  # the template's own marker: a control token
+        target = target + list(tokenizer(end_of_turn(tokenizer), add_special_tokens=False)["input_ids"])
     return {"input_ids": prompt.input_ids + target, "labels": [IGNORE_INDEX] * len(prompt.input_ids) + target}
 
 

@@ -38,6 +38,7 @@ class Request:
 
     metric: str  #: "generation" or "multiple_choice"
     prompts: list[str] = field(default_factory=list)  #: generation: chat-templated prompts
+    prompt_ids: list[list[int]] = field(default_factory=list)  #: ...and their ids (task text as plain text)
     references: list[list[str]] = field(default_factory=list)  #: generation: acceptable outputs per instance
     inputs: list[str] = field(default_factory=list)  #: generation: the instances' inputs (for the copy rate)
     options: list[list[dict[str, list[int]]]] = field(default_factory=list)  #: MC: encodings per option
@@ -68,6 +69,7 @@ def build_request(tokenizer, etask: EvalTask, unit: Unit, settings: EvalSettings
         else:
             prompt = build_prompt(tokenizer, inst, description=description, shots=shots, max_prompt_tokens=budget)
             request.prompts.append(prompt.text)
+            request.prompt_ids.append(prompt.input_ids)
             request.references.append(inst.references or [inst.output])
             request.inputs.append(inst.input)
     return request
@@ -210,7 +212,8 @@ def score_requests(
                 _run_choice(model, tokenizer, requests, chunk, stacked, outputs)
             else:
                 lora = None if stacked is None else stacked.select(torch.tensor([slot for slot, _, _ in chunk]))
-                prompts = [requests[r].prompts[i] for _, r, (i, _) in chunk]
+                prompts = [requests[r].prompt_ids[i] if requests[r].prompt_ids else requests[r].prompts[i]
+                           for _, r, (i, _) in chunk]
                 texts = generate_texts(model, tokenizer, prompts, lora=lora, max_new_tokens=max_new_tokens,
                                        batch_size=len(chunk))
                 for (_, r, seq), text in zip(chunk, texts):

@@ -1,7 +1,6 @@
 """The converted base model in the cache is checked before use: sizes always, hashes on request, a folder made
 before manifests by its safetensors headers; a damaged one is converted again instead of loaded."""
 
-import pytest
 import torch
 from safetensors.torch import save_file
 

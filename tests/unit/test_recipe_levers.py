@@ -3,7 +3,6 @@ top of), and down-weighting tasks whose answers copy their inputs."""
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch

@@ -9,7 +9,8 @@ per-task difference, and the plan's keep rule is applied:
 
 - a lever is kept when its score is at least R0 + 1.0 point, or within 1.0 point of R0 with a copy rate at least
   5 points lower;
-- R4 (the examples lever, scored at k = 0) is kept when its score is at least R0 - 1.0.
+- R4 (the examples lever, scored at k = 0) is kept when its score is at least R0 - 1.0;
+- R5 (mean pooling instead of R4's attention) is kept when its score with 3 examples is at least R4's + 1.0.
 
 Runs that have not reached their last step are listed as unfinished and judged on nothing. A run whose hypernetwork
 reads examples also shows its ``t2l+shots`` score (3 examples a task), which no rule reads. Writes ``short-runs.json``,
@@ -30,7 +31,9 @@ RUNS = {
     "R1": "hypernet.offset with init_lora = the v2 multi-task LoRA (AB offset)",
     "R2": "copy_downweight 1.0",
     "R3": "tasks_per_batch 4, examples_per_task 2",
-    "R4": "hypernet.examples (k = 0 in a quarter of the samples); scored at k = 0",
+    "R4": "hypernet.examples, k = 0 in a quarter of the samples, examples alone in a quarter of the rest; "
+          "scored at k = 0",
+    "R5": "R4 with mean pooling instead of attention",
 }
 KEEP_GAIN, KEEP_BAND, KEEP_COPY, EXAMPLES_FLOOR = 1.0, 1.0, 5.0, 1.0
 BOOTSTRAP, SEED = 10_000, 0
@@ -116,13 +119,17 @@ def summarise(runs_dir: Path) -> dict:
     r0 = out["runs"]["R0"]
     if r0["status"] == "finished":
         for name, entry in out["runs"].items():
-            if name == "R0" or entry["status"] != "finished":
+            if name in ("R0", "R5") or entry["status"] != "finished":
                 continue
             lo, hi = paired_interval(entry["per_task"], r0["per_task"])
             kept, why = verdict(name, entry["score"], entry["copy_rate"], r0["score"], r0["copy_rate"])
             entry.update(delta=entry["score"] - r0["score"], interval=[lo, hi], kept=kept, why=why,
                          wins=sum(entry["per_task"][t] > r0["per_task"][t] for t in r0["per_task"]),
                          losses=sum(entry["per_task"][t] < r0["per_task"][t] for t in r0["per_task"]))
+    r4, r5 = out["runs"]["R4"], out["runs"]["R5"]
+    if "shots_score" in r4 and "shots_score" in r5:  # pooling: judged on the examples score against R4
+        gap = r5["shots_score"] - r4["shots_score"]
+        r5.update(kept=gap >= KEEP_GAIN, why=f"{gap:+.1f} with 3 examples against R4 (kept at >= +{KEEP_GAIN:.0f})")
     return out
 
 
@@ -187,7 +194,7 @@ def plot(summary: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=Path, required=True, help="directory holding the run directories R0..R4")
+    parser.add_argument("--runs", type=Path, required=True, help="directory holding the run directories R0..R5")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "quality"
                         / "v2-recipe" / "short-runs")
     args = parser.parse_args(argv)

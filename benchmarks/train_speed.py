@@ -6,6 +6,8 @@ length groups (the default on CPU) against one padded batch. Prints Markdown.
 
 ``--compile`` adds a row with the base model's decoder layers compiled in place (``torch.compile``, dynamic shapes;
 the adapters still enter through forward hooks); the compile time is printed apart and left out of the median.
+The training loop offers the same as ``loop.compile: true`` (SFT); a slow test checks that it gives eager mode's
+loss and gradients (``pytest -m slow tests/unit/test_train_compile.py``).
 
 Needs a prepared task library (``text2lora data prepare``). Both recipes are the ones ``text2lora train`` runs.
 """

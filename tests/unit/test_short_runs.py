@@ -76,3 +76,14 @@ def test_a_lever_that_does_not_help_is_dropped(script, tmp_path):
 def test_a_missing_runs_directory_is_a_clear_error(script, tmp_path, capsys):
     assert script.main(["--runs", str(tmp_path / "nowhere")]) == 2
     assert "no run directory" in capsys.readouterr().err
+
+
+def test_pooling_is_judged_on_the_examples_score_against_r4(script, tmp_path):
+    r0 = [0.5] * 6
+    write_run(tmp_path, "R0", 600, [(600, r0, 0.30)])
+    write_run(tmp_path, "R4", 600, [(600, r0, 0.30)], shots=[0.60] * 6)
+    write_run(tmp_path, "R5", 600, [(600, [0.1] * 6, 0.30)], shots=[0.62] * 6)  # +2 with examples: kept
+    script.main(["--runs", str(tmp_path), "--out", str(tmp_path / "out")])
+    runs = json.loads((tmp_path / "out" / "short-runs.json").read_text())["runs"]
+    assert runs["R5"]["kept"] and "+2.0 with 3 examples against R4" in runs["R5"]["why"]
+    assert "delta" not in runs["R5"]  # not compared with R0's description-only score

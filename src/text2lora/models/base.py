@@ -57,3 +57,17 @@ def default_device() -> str:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def compile_decoder_layers(model) -> int:
+    """Compile each decoder layer of ``model`` in place (``torch.compile``, dynamic shapes) and return how many.
+
+    In place, so module paths stay as they are and adapters applied by forward hooks
+    (:func:`text2lora.lora.apply_lora`) still find their modules; the first forward pass of each new shape is
+    slow (compilation), later ones faster. A model without ``*DecoderLayer`` modules is a user error."""
+    layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+    if not layers:
+        raise Text2LoraError(f"loop.compile: {type(model).__name__} has no decoder layers to compile")
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)

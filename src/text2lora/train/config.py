@@ -75,6 +75,9 @@ class LoopConfig:
     early_stop_patience: int | None = None  #: stop after N evaluations without a better validation loss
     log_with: str | None = None  #: also log to "tensorboard" or "wandb" if installed
     threads: int | None = None  #: torch CPU threads (None: torch's default); ``num_threads`` is read as this too
+    #: SFT: compile the frozen base model's decoder layers in place (``torch.compile``, dynamic shapes; on CPU it
+    #: needs a C++ compiler). The same computation, faster after a first slow step; a run may resume with it on or off
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1:

@@ -76,7 +76,7 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 #: Execution details a resumed run may change (threads, loggers): they do not change what is computed. The task
 #: library's path is one too: the CLI fingerprints its content (``library_index_sha256``), so a library named
 #: ``null`` (the default) and by its full path, or moved, resumes alike.
-_NOT_FINGERPRINTED = {"loop": ("threads", "num_threads", "log_with"), "data": ("library",)}
+_NOT_FINGERPRINTED = {"loop": ("threads", "num_threads", "log_with", "compile"), "data": ("library",)}
 #: Settings added after runs existed, with the value that reproduces the older behaviour: a run saved before a
 #: setting existed resumes as long as the setting keeps that value.
 _ADDED_LATER = {"data": {"shots_max": 4, "shots_zero_prob": 0.25, "val_shots": 3, "shots_only_prob": 0.0},

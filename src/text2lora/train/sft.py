@@ -94,6 +94,10 @@ class SFTRecipe:
             base_model, tokenizer = load_base_model(cfg.base_model, dtype=model_dtype(cfg.loop.precision),
                                                     device=device)
         self.base_model, self.tokenizer = base_model, tokenizer
+        if cfg.loop.compile:
+            from text2lora.models.base import compile_decoder_layers
+
+            compile_decoder_layers(base_model)
         self.library = library or TaskLibrary.load(cfg.data.library)
         shots_max = min(cfg.data.shots_max, cfg.hypernet.examples.max_examples) if cfg.hypernet.examples else 0
         self.data = TrainData(self.library, tokenizer, cfg.data, seed=cfg.loop.seed, shots_max=shots_max)

@@ -316,6 +316,17 @@ def _v2_multitask_stage(args, work: Path, library: Path, cli: list[str]) -> Stag
         resume_args=["--resume"], can_resume=lambda: _has_checkpoints(run_dir))
 
 
+def _v2_eval_command(cli: list[str], args, methods: list[str], library: Path, tasks: list[str], lora_lib: Path,
+                     checkpoint: Path | None, extra: list[str], scale: Scale, work: Path, report: Path) -> list[str]:
+    """The `text2lora eval` command of a v2 side (``extra``: more options before the groups)."""
+    return cli + [
+        "eval", "-m", ",".join(methods), "--library", str(library), "--tasks", ",".join(tasks),
+        "--lora-library", str(lora_lib), *(["--t2l-checkpoint", str(checkpoint)] if checkpoint else []), *extra,
+        "--groups", args.groups or scale.groups, "--max-instances", str(scale.max_instances),
+        "--max-new-tokens", str(MAX_NEW_TOKENS), "--seed", str(args.seed), "--cache-dir", str(work / "eval-cache"),
+        "--report", str(report)]
+
+
 def build_v2_stages(args, work: Path) -> list[Stage]:
     """The v2 benchmark: a checkpoint and the baselines on the committed unseen tasks (see the module docstring),
     or on the seen side (``--split seen``: :func:`build_v2_seen_stages`)."""
@@ -341,12 +352,8 @@ def build_v2_stages(args, work: Path) -> list[Stage]:
         stages.append(multitask)
     checkpoint = Path(args.t2l_checkpoint).resolve() if args.t2l_checkpoint else None
     report = work / f"report-{args.split}"
-    command = cli + [
-        "eval", "-m", ",".join(methods), "--library", str(library), "--tasks", ",".join(chosen["eval"]),
-        "--lora-library", str(lora_lib), *(["--t2l-checkpoint", str(checkpoint)] if checkpoint else []),
-        "--groups", args.groups or V2.groups, "--max-instances", str(V2.max_instances),
-        "--max-new-tokens", str(MAX_NEW_TOKENS), "--seed", str(args.seed), "--cache-dir", str(work / "eval-cache"),
-        "--report", str(report)]
+    command = _v2_eval_command(cli, args, methods, library, chosen["eval"], lora_lib, checkpoint, [], V2, work,
+                               report)
     t2l_weights = (checkpoint or REPO / "src" / "text2lora" / "checkpoints" / "default") / "hypernet.safetensors"
     stages.append(Stage(
         "eval", f"score {len(methods)} methods on {len(chosen['eval'])} unseen {args.split} tasks, "
@@ -394,14 +401,10 @@ def build_v2_seen_stages(args, work: Path) -> list[Stage]:
                                    {"descriptions": descriptions}))
     checkpoint = Path(args.t2l_checkpoint).resolve() if args.t2l_checkpoint else None
     report = work / f"report-{SEEN}"
-    command = cli + [
-        "eval", "-m", ",".join(methods), "--library", str(library), "--tasks", ",".join(tasks),
-        "--lora-library", str(lora_lib), *(["--t2l-checkpoint", str(checkpoint)] if checkpoint else []),
-        *(["--t2l-recon", str(recon_dir / "best"), "--method-groups", f"t2l-recon={RECON_GROUPS}"]
-          if "t2l-recon" in methods else []),
-        "--groups", args.groups or V2_SEEN.groups, "--max-instances", str(V2_SEEN.max_instances),
-        "--max-new-tokens", str(MAX_NEW_TOKENS), "--seed", str(args.seed), "--cache-dir", str(work / "eval-cache"),
-        "--report", str(report)]
+    recon = (["--t2l-recon", str(recon_dir / "best"), "--method-groups", f"t2l-recon={RECON_GROUPS}"]
+             if "t2l-recon" in methods else [])
+    command = _v2_eval_command(cli, args, methods, library, tasks, lora_lib, checkpoint, recon, V2_SEEN, work,
+                               report)
     t2l_weights = (checkpoint or REPO / "src" / "text2lora" / "checkpoints" / "default") / "hypernet.safetensors"
     stages.append(Stage(
         "eval-seen", f"score {len(methods)} methods on {len(tasks)} seen tasks, {V2_SEEN.max_instances} instances "

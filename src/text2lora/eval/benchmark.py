@@ -89,16 +89,23 @@ def property_exclusion(task: Task, test: list[Instance], rules: BenchmarkRules |
     return None
 
 
-def select_benchmark(library: TaskLibrary, rules: BenchmarkRules = BenchmarkRules()) -> dict[str, Any]:
-    """The benchmark of ``library`` under ``rules`` (deterministic: the same library gives the same file)."""
+def _partition(library: TaskLibrary, tasks: list[Task], exclusion, rules
+               ) -> tuple[dict[str, str], dict[str, dict[str, list[Task]]]]:
+    """``tasks`` split into the excluded (name -> reason) and the eligible (origin -> family -> tasks)."""
     excluded: dict[str, str] = {}
-    eligible: dict[str, dict[str, list[Task]]] = defaultdict(lambda: defaultdict(list))  # origin -> family -> tasks
-    for task in library.unseen():
+    eligible: dict[str, dict[str, list[Task]]] = defaultdict(lambda: defaultdict(list))
+    for task in tasks:
         reason = exclusion(task, library.instances(task.name, "test"), rules)
         if reason:
             excluded[task.name] = reason
         else:
             eligible[task.origin][task.source].append(task)
+    return excluded, eligible
+
+
+def select_benchmark(library: TaskLibrary, rules: BenchmarkRules = BenchmarkRules()) -> dict[str, Any]:
+    """The benchmark of ``library`` under ``rules`` (deterministic: the same library gives the same file)."""
+    excluded, eligible = _partition(library, library.unseen(), exclusion, rules)
     sides: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
     for origin in sorted(eligible):
         families = sorted(eligible[origin])
@@ -189,14 +196,7 @@ def seen_exclusion(task: Task, test: list[Instance], rules: SeenRules) -> str | 
 
 def select_seen(library: TaskLibrary, rules: SeenRules = SeenRules()) -> dict[str, Any]:
     """The seen side of ``library`` under ``rules`` (deterministic: the same library gives the same file)."""
-    excluded: dict[str, str] = {}
-    eligible: dict[str, dict[str, list[Task]]] = defaultdict(lambda: defaultdict(list))  # origin -> family -> tasks
-    for task in library.seen():
-        reason = seen_exclusion(task, library.instances(task.name, "test"), rules)
-        if reason:
-            excluded[task.name] = reason
-        else:
-            eligible[task.origin][task.source].append(task)
+    excluded, eligible = _partition(library, library.seen(), seen_exclusion, rules)
     chosen: list[dict[str, Any]] = []
     for origin in sorted(eligible):
         families = sorted(eligible[origin])

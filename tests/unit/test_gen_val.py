@@ -46,7 +46,7 @@ class EchoGeneration:
     (spaces around it); otherwise a fixed string. Counts the calls made without an adapter."""
 
     def __init__(self, recipe) -> None:
-        self.inputs = {p: x for r in recipe.gen_val.requests for p, x in zip(r.prompts, r.inputs)}
+        self.inputs = {tuple(p): x for r in recipe.gen_val.requests for p, x in zip(r.prompt_ids, r.inputs)}
         self.echoing = True
         self.base_calls = 0
 
@@ -55,7 +55,7 @@ class EchoGeneration:
             self.base_calls += 1
             return ["zzz" for _ in prompts]
         assert lora.n == len(prompts)
-        return [f"  {self.inputs[p]} " if self.echoing else "zzz" for p in prompts]
+        return [f"  {self.inputs[tuple(p)]} " if self.echoing else "zzz" for p in prompts]  # prompts: token ids
 
 
 def echo(monkeypatch, recipe) -> EchoGeneration:

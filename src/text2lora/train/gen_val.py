@@ -15,9 +15,9 @@ is scored once per process, as the reference. :meth:`GenValidator.evaluate` retu
   the same tasks with adapters generated from the description and ``shots`` examples per task (``t2l+shots``: the
   shots ``text2lora eval`` gives ``icl3``), none of them in the prompt. The choice of ``best/`` stays on ``gen_score``.
 
-Each evaluation also appends a row per model (``t2l``, ``t2l+shots`` with examples, and ``base`` the first time) to ``gen_val.jsonl`` in the run
-directory: the scores and copy rates per task and per source family, and the predictions, so one can see which
-families collapse. A resumed run rewrites the rows after its checkpoint, as ``metrics.jsonl`` does.
+Each evaluation also appends a row per model (``t2l``, ``t2l+shots`` with examples, and ``base`` the first time)
+to ``gen_val.jsonl`` in the run directory: the scores and copy rates per task and per source family, and the
+predictions, so one can see which families collapse. A resumed run rewrites the rows after its checkpoint, as ``metrics.jsonl`` does.
 """
 
 from __future__ import annotations

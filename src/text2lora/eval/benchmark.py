@@ -45,12 +45,18 @@ SIDES = ("test", "validation")
 
 
 @dataclass(frozen=True)
-class BenchmarkRules:
+class PropertyRules:
+    """The properties every benchmark task must have, on either side (:func:`property_exclusion`)."""
+
     n_instances: int = 30
     max_answer_words: int = SHORT_ANSWER_WORDS
     max_options: int = 5
     max_copy_share: float = 0.1
     language: str = "en"
+
+
+@dataclass(frozen=True)
+class BenchmarkRules(PropertyRules):
     max_tasks_per_family: int = 3
     test_share: float = 0.6
     seed: int = 0
@@ -68,7 +74,7 @@ def exclusion(task: Task, test: list[Instance], rules: BenchmarkRules) -> str | 
     return property_exclusion(task, test, rules)
 
 
-def property_exclusion(task: Task, test: list[Instance], rules: BenchmarkRules | SeenRules) -> str | None:
+def property_exclusion(task: Task, test: list[Instance], rules: PropertyRules) -> str | None:
     """Why ``task``'s own properties rule it out of either benchmark, unseen or seen (None: they do not):
     language, test instances, answer length or options, answers copying the input."""
     if task.language != rules.language:
@@ -169,16 +175,11 @@ SEEN = "seen"
 
 
 @dataclass(frozen=True)
-class SeenRules:
+class SeenRules(PropertyRules):
     """Rules of the seen side: training tasks scored on their held-out test split. The property rules are the
     unseen benchmark's (:func:`property_exclusion`); a task also needs ``min_train`` training instances (for its
     per-task LoRA). Each source gives ``tasks_per_origin`` families (seeded), one task each (seeded)."""
 
-    n_instances: int = 30
-    max_answer_words: int = SHORT_ANSWER_WORDS
-    max_options: int = 5
-    max_copy_share: float = 0.1
-    language: str = "en"
     min_train: int = 40
     tasks_per_origin: int = 5
     seed: int = 0

@@ -22,7 +22,7 @@ import time
 import torch
 
 from text2lora.data.library import TaskLibrary
-from text2lora.models.base import load_base_model
+from text2lora.models.base import compile_decoder_layers, load_base_model
 from text2lora.models.bundled import BUNDLED_BASE
 from text2lora.train import losses
 from text2lora.train.config import build_config
@@ -105,8 +105,7 @@ def main() -> None:
                      time_steps(first, batch, args.steps)))
     if args.compile:
         t0 = time.perf_counter()
-        for layer in t2l_model.model.layers:  # in place: module paths (and so the adapters' hooks) stay the same
-            layer.compile(dynamic=True)
+        compile_decoder_layers(t2l_model)  # in place, as loop.compile does it
         time_steps(first, batch, 1)  # compiles
         print(f"torch.compile: first steps (compilation) took {time.perf_counter() - t0:.0f} s\n")
         rows.append((f"T2L-SFT {args.variants[0]} (decoder layers torch.compile'd)", time_steps(first, batch, args.steps)))

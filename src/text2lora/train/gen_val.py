@@ -239,11 +239,9 @@ class GenValidator:
         examples into adapters), rows in gen_val.jsonl when ``step`` is known; the base model is scored the first
         time only."""
         t0 = time.perf_counter()
-        device = next(hypernet.parameters()).device
-        with eval_mode(hypernet):
-            lora = make_lora(self.embeddings.to(device))
-        t2l = self.score(model, [lora.select(i) for i in range(len(self.tasks))])
-        ours, seconds = summarize(t2l), time.perf_counter() - t0
+        emb = self.embeddings.to(next(hypernet.parameters()).device)
+        t2l, ours = self._score_generated(model, hypernet, lambda: make_lora(emb))
+        seconds = time.perf_counter() - t0
         if self.base is None:
             tb = time.perf_counter()
             base = self.score(model, None)
@@ -256,10 +254,8 @@ class GenValidator:
             metrics["gen_base_copy_rate"] = self.base["copy_rate"]
         if make_lora_with_examples is not None and self.examples is not None:
             ts = time.perf_counter()
-            with eval_mode(hypernet):
-                lora = make_lora_with_examples(self.embeddings.to(device), self.examples)
-            shots = self.score(model, [lora.select(i) for i in range(len(self.tasks))])
-            with_shots = summarize(shots)
+            shots, with_shots = self._score_generated(model, hypernet,
+                                                      lambda: make_lora_with_examples(emb, self.examples))
             self._write(step, "t2l+shots", shots, with_shots, time.perf_counter() - ts)
             metrics["gen_shots_score"] = with_shots["score"]
             if "copy_rate" in with_shots:
@@ -273,6 +269,14 @@ class GenValidator:
                  f" at step {step}" if step is not None else "", ours["score"], _rate(ours.get("copy_rate")),
                  self.base["score"], _rate(self.base.get("copy_rate")), len(self.tasks), time.perf_counter() - t0)
         return metrics
+
+    def _score_generated(self, model, hypernet: torch.nn.Module, make: Callable[[], LoraWeights]
+                         ) -> tuple[list[TaskScore], dict[str, Any]]:
+        """Every task scored with its adapter from ``make()`` (the hypernetwork in eval mode), and the summary."""
+        with eval_mode(hypernet):
+            lora = make()
+        scores = self.score(model, [lora.select(i) for i in range(len(self.tasks))])
+        return scores, summarize(scores)
 
     def _write(self, step: int | None, model: str, scores: list[TaskScore], summary: dict[str, Any],
                seconds: float) -> None:

@@ -5,8 +5,9 @@
 #   scripts/v2_short_runs.sh R0 R1 R4      # several, one after another
 #   python benchmarks/short_runs.py --runs $TEXT2LORA_HOME/runs/v2-short    # the table, the rule, the plot
 #
-# Every run trains on the same frozen library copy ($TEXT2LORA_HOME/library-shortruns, taken once with
-# `cp -a $TEXT2LORA_HOME/library $TEXT2LORA_HOME/library-shortruns`) with one thread, 600 steps, validation by
+# Every run trains on the same frozen library copy ($TEXT2LORA_HOME/library-shortruns: library v2 with the
+# descriptions shipped at commit 690205e; on a machine without it, rebuild it with
+# scripts/rebuild_shortrun_library.py, whose header shows how) with one thread, 600 steps, validation by
 # generation on the v2 validation tasks at steps 0, 200, 400 and 600. THREADS=2 uses both cores.
 set -euo pipefail
 HOME_DIR=${TEXT2LORA_HOME:-$HOME/.cache/text2lora}
@@ -14,7 +15,7 @@ RUNS=$HOME_DIR/runs/v2-short
 LIBRARY=$HOME_DIR/library-shortruns
 MULTITASK=$HOME_DIR/runs/bench-quality-v2/lora-library/_multitask
 T2L=${T2L:-.venv/bin/text2lora}
-[ -d "$LIBRARY" ] || { echo "error: no frozen library at $LIBRARY (see the header of $0)" >&2; exit 2; }
+[ -d "$LIBRARY" ] || { echo "error: no frozen library at $LIBRARY (rebuild it: see the header of $0)" >&2; exit 2; }
 common=(--config configs/smollm2-sft-v2.yaml --set loop.steps=600 --set loop.eval_every=200 --set loop.save_every=100
         --set "data.library=$LIBRARY" --set "loop.threads=${THREADS:-1}")
 control=(--set hypernet.offset=false --set hypernet.examples=null --set data.shots_only_prob=0.0)

@@ -38,14 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         shutil.rmtree(args.out)
     shutil.copytree(args.library, args.out, symlinks=True, ignore=shutil.ignore_patterns("descriptions"))
-    library.SHIPPED_DIR = args.snapshot
-    library.shipped_descriptions.cache_clear()
     index = library.read_json(args.out / library.INDEX, "task library index")
     for task in index["tasks"]:
         task["descriptions"] = task.get("descriptions", [])[:1]
         task.pop("heldout_descriptions", None)
     library.write_json(args.out / library.INDEX, index)
-    print("tasks with generated descriptions:", library.refresh_descriptions(args.out))
+    shipped = library.SHIPPED_DIR
+    library.SHIPPED_DIR = args.snapshot  # the snapshot stands in for the shipped files while they are applied
+    library.shipped_descriptions.cache_clear()
+    try:
+        described = library.refresh_descriptions(args.out)
+    finally:
+        library.SHIPPED_DIR = shipped
+        library.shipped_descriptions.cache_clear()
+    print("tasks with generated descriptions:", described)
     print("fingerprint:", library.library_fingerprint(args.out),
           "without descriptions:", library.library_fingerprint(args.out, with_descriptions=False))
     return 0

@@ -1,0 +1,42 @@
+"""scripts/publish_run.py: a run's records (not its checkpoints) copied into the repository, with a loss plot."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def script():
+    path = Path(__file__).resolve().parents[2] / "scripts" / "publish_run.py"
+    spec = importlib.util.spec_from_file_location("publish_run", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_records_and_plot_travel_checkpoints_do_not(tmp_path, script, capsys):
+    run = tmp_path / "run"
+    (run / "ckpt-0000010").mkdir(parents=True)
+    (run / "ckpt-0000010" / "hypernet.safetensors").write_bytes(b"weights")
+    rows = [{"step": 0, "gen_score": 0.05, "gen_copy_rate": 0.0, "val_heldout": 3.7},
+            {"step": 10, "loss": 3.1, "ce": 3.1}, {"step": 20, "loss": 2.5, "ce": 2.5},
+            {"step": 20, "gen_score": 0.12, "gen_copy_rate": 0.25, "val_heldout": 2.0}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 3')  # a cut line
+    (run / "gen_val.jsonl").write_text('{"step": 0, "model": "t2l", "score": 0.05}\n')
+    dest = tmp_path / "docs" / "run"
+    assert script.main([str(run), str(dest)]) == 0
+    assert sorted(p.name for p in dest.iterdir()) == ["gen_val.jsonl", "loss.png", "metrics.jsonl"]
+    assert (dest / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
+    assert (dest / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = capsys.readouterr().out
+    assert "last step 20" in out and '"gen_score": 0.12' in out and '"gen_copy_rate": 0.25' in out
+
+
+def test_a_directory_without_metrics_is_a_one_line_error(tmp_path, script, capsys):
+    assert script.main([str(tmp_path), str(tmp_path / "dest")]) == 2
+    assert "has no metrics.jsonl" in capsys.readouterr().err
+    assert not (tmp_path / "dest").exists()

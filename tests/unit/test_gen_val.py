@@ -216,12 +216,9 @@ def test_gen_val_is_off_by_default_and_max_tasks_keeps_the_first_by_name(world):
 
 
 def test_copy_diagnosis_counts_copies_per_family(world, tmp_path, capsys):
-    import importlib.util
+    from tests.scripts import load_script
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "copy_diagnosis.py"
-    spec = importlib.util.spec_from_file_location("bench_copy_diagnosis", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("benchmarks/copy_diagnosis.py")
     _, library = world
     assert script.main(["--library", str(library), "--tasks", "all", "--json", str(tmp_path / "out.json")]) == 0
     result = json.loads((tmp_path / "out.json").read_text())

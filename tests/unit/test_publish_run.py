@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    path = Path(__file__).resolve().parents[2] / "scripts" / "publish_run.py"
-    spec = importlib.util.spec_from_file_location("publish_run", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/publish_run.py")
 
 
 def test_records_and_plot_travel_checkpoints_do_not(tmp_path, script, capsys):

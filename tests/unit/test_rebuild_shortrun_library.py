@@ -3,11 +3,11 @@ runs' frozen library, docs/quality/v2-recipe/PLAN.md third amendment), leaving t
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+
+from tests.scripts import load_script
 
 from tests.tiny import build_library
 import text2lora.data.library as library
@@ -16,11 +16,7 @@ from text2lora.data.library import SHIPPED_DIR, TaskLibrary, library_fingerprint
 
 @pytest.fixture(scope="module")
 def script():
-    path = Path(__file__).resolve().parents[2] / "scripts" / "rebuild_shortrun_library.py"
-    spec = importlib.util.spec_from_file_location("rebuild_shortrun_library", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/rebuild_shortrun_library.py")
 
 
 def test_the_copy_has_the_snapshots_descriptions_only(tmp_path, script, capsys):

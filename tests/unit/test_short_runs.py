@@ -3,22 +3,19 @@ with unfinished runs judged on nothing."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from tests.scripts import load_script
 
 TASKS = [f"task{i}" for i in range(6)]
 
 
 @pytest.fixture(scope="module")
 def script():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "short_runs.py"
-    spec = importlib.util.spec_from_file_location("bench_short_runs", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/short_runs.py")
 
 
 def write_run(root: Path, name: str, steps: int, curve: list[tuple[int, list[float], float]],

@@ -13,7 +13,6 @@ import pytest
 from tests.scripts import load_script
 
 
-
 def _load(name: str):
     return load_script(f"benchmarks/{name}.py")
 

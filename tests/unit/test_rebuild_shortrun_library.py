@@ -7,10 +7,9 @@ import json
 
 import pytest
 
-from tests.scripts import load_script
-
-from tests.tiny import build_library
 import text2lora.data.library as library
+from tests.scripts import load_script
+from tests.tiny import build_library
 from text2lora.data.library import SHIPPED_DIR, TaskLibrary, library_fingerprint
 
 

@@ -43,14 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         task["descriptions"] = task.get("descriptions", [])[:1]
         task.pop("heldout_descriptions", None)
     library.write_json(args.out / library.INDEX, index)
-    shipped = library.SHIPPED_DIR
-    library.SHIPPED_DIR = args.snapshot  # the snapshot stands in for the shipped files while they are applied
-    library.shipped_descriptions.cache_clear()
-    try:
-        described = library.refresh_descriptions(args.out)
-    finally:
-        library.SHIPPED_DIR = shipped
-        library.shipped_descriptions.cache_clear()
+    described = library.refresh_descriptions(args.out, shipped_dir=args.snapshot)
     print("tasks with generated descriptions:", described)
     print("fingerprint:", library.library_fingerprint(args.out),
           "without descriptions:", library.library_fingerprint(args.out, with_descriptions=False))

@@ -197,7 +197,6 @@ def test_shipped_descriptions_reach_a_fresh_clone(tmp_path, monkeypatch):
     shipped.mkdir()
     monkeypatch.setattr(library_module, "SHIPPED_DIR", shipped)
     library_module.shipped_descriptions.cache_clear()
-    monkeypatch.setattr(library_module, "shipped_file", lambda origin: shipped / f"{origin}.json")
     _prepare(tmp_path / "lib")
     tok = tiny_chat_tokenizer()
     config = DescribeConfig(k=3, k_eval=1, prompts_per_round=1, samples_per_prompt=7, rounds=1, min_similarity=None)

@@ -31,7 +31,7 @@ def test_the_copy_has_the_snapshots_descriptions_only(tmp_path, script, capsys):
 
     assert script.main([str(source), str(tmp_path / "copy"), str(snap)]) == 0
     assert "tasks with generated descriptions: 1" in capsys.readouterr().out
-    assert library.SHIPPED_DIR == shipped  # put back for everyone else
+    assert library.SHIPPED_DIR == shipped  # the snapshot is passed in, the module's folder is untouched
     tasks = {t.name: t for t in TaskLibrary.load(tmp_path / "copy").tasks}
     assert tasks["reverse"].descriptions == ["Write the input word backwards.", "Reverse the word.", "Spell it from the end."]
     assert tasks["reverse"].heldout_descriptions == ["Mirror it."]

@@ -62,16 +62,17 @@ SHIPPED_DIR = Path(__file__).parent / "descriptions"
 SHIPPED_FORMAT = 1
 
 
-def shipped_file(origin: str) -> Path:
-    return SHIPPED_DIR / f"{origin}.json"
+def shipped_file(origin: str, shipped_dir: Path | None = None) -> Path:
+    return (SHIPPED_DIR if shipped_dir is None else Path(shipped_dir)) / f"{origin}.json"
 
 
 @functools.lru_cache(maxsize=None)
-def shipped_descriptions(origin: str) -> dict[str, Any]:
+def shipped_descriptions(origin: str, shipped_dir: Path | None = None) -> dict[str, Any]:
     """The committed descriptions of one source (``{"written_by": settings, "tasks": {name: {...}}}``, empty when
     none ship). They are what ``text2lora data describe`` wrote with ``written_by``'s settings, so a fresh clone
-    gets them, byte for byte, without running a model."""
-    path = shipped_file(origin)
+    gets them, byte for byte, without running a model. ``shipped_dir`` reads another folder of such files instead
+    (e.g. an older commit's, to rebuild a library as it was then)."""
+    path = shipped_file(origin, shipped_dir)
     if not path.is_file():
         return {"written_by": None, "tasks": {}}
     data = read_json(path, "shipped descriptions")
@@ -80,19 +81,20 @@ def shipped_descriptions(origin: str) -> dict[str, Any]:
     return data
 
 
-def description_record(root: Path, task: Task) -> dict[str, Any] | None:
-    """A task's generated descriptions: the library's own describe cache if it has one, else the shipped ones."""
+def description_record(root: Path, task: Task, shipped_dir: Path | None = None) -> dict[str, Any] | None:
+    """A task's generated descriptions: the library's own describe cache if it has one, else the shipped ones
+    (from ``shipped_dir`` when given)."""
     path = descriptions_file(root, task.name)
     if path.is_file():
         return read_json(path, "description cache")
-    shipped = shipped_descriptions(task.origin)
+    shipped = shipped_descriptions(task.origin, None if shipped_dir is None else Path(shipped_dir))
     record = shipped["tasks"].get(task.name)
     return None if record is None else {"settings": shipped["written_by"], **record}
 
 
-def apply_descriptions(root: Path, task: Task) -> Task:
+def apply_descriptions(root: Path, task: Task, shipped_dir: Path | None = None) -> Task:
     """Fill a task's descriptions from its describe cache or the shipped file (own description kept first)."""
-    record = description_record(root, task)
+    record = description_record(root, task, shipped_dir)
     if record is None:
         return task
     own = task.description
@@ -198,12 +200,14 @@ def library_fingerprint(root: str | os.PathLike | None, *, with_descriptions: bo
     return hashlib.sha256(json.dumps(index, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def refresh_descriptions(root: str | os.PathLike) -> int:
-    """Merge every cached description file into ``index.json``; return how many tasks have generated ones."""
+def refresh_descriptions(root: str | os.PathLike, shipped_dir: str | os.PathLike | None = None) -> int:
+    """Merge every cached description file into ``index.json``; return how many tasks have generated ones.
+    ``shipped_dir``: read the shipped descriptions from this folder instead of :data:`SHIPPED_DIR`."""
     root = Path(root)
     path = root / INDEX
     index = read_json(path, "task library index")
-    tasks = [apply_descriptions(root, Task.from_json(t)) for t in index.get("tasks", [])]
+    shipped = None if shipped_dir is None else Path(shipped_dir)
+    tasks = [apply_descriptions(root, Task.from_json(t), shipped) for t in index.get("tasks", [])]
     index["tasks"] = [t.to_json() for t in tasks]
     write_json(path, index)
     return sum(1 for t in tasks if len(t.descriptions) > 1 or t.heldout_descriptions)

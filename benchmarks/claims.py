@@ -152,13 +152,29 @@ V2_SEEN_CLAIMS = [
 ]
 
 
+#: Issue 15's bar, added to the v2 unseen claims when the report scored a checkpoint that reads examples
+#: (``t2l+shots``: icl3's shots given to the hypernetwork, none of them in the prompt). "k = 0 within 1 point of the
+#: description-only checkpoint" compares two checkpoints, so it is not a claim of one report.
+V2_EXAMPLES_CLAIMS = [
+    Claim("T2L with 3 examples >= 3-shot ICL + 3, interval above 0", "t2l+shots[train]", "icl3", "unseen", "gain",
+          offset=3, interval=True),
+    Claim("T2L with 3 examples >= T2L description-only + 3", "t2l+shots[train]", "t2l[train]", "unseen", "gain",
+          offset=3),
+    Claim("T2L uses the examples: real ones > the same with shuffled outputs, interval above 0", "t2l+shots[train]",
+          "t2l+shuffled-shots[train]", "unseen", "gain", interval=True),
+]
+
+
 def claims_for(results: dict) -> list[Claim]:
     """The claims a report is checked against: the v2 seen side's, the v2 unseen benchmark's (both score the
-    method ``t2l``), or the quality benchmark's."""
-    if "t2l[train]" not in results.get("columns", []):
+    method ``t2l``; with ``t2l+shots`` also the examples issue's), or the quality benchmark's."""
+    columns = results.get("columns", [])
+    if "t2l[train]" not in columns:
         return CLAIMS
     splits = {t["split"] for t in results.get("tasks", [])}
-    return V2_SEEN_CLAIMS if splits == {"seen"} else V2_CLAIMS
+    if splits == {"seen"}:
+        return V2_SEEN_CLAIMS
+    return V2_CLAIMS + V2_EXAMPLES_CLAIMS if "t2l+shots[train]" in columns else V2_CLAIMS
 
 
 def _verdict(holds: bool) -> str:
@@ -256,6 +272,11 @@ def check(report_dir: Path) -> str:
     for claim in claims_for(results):
         verdict, figures = claim.check(results["averages"], results["per_task"], results["tasks"], instances)
         lines.append(f"| {claim.text} | {verdict} | {figures} |")
+    tokens = results.get("prompt_tokens", {})
+    if "icl3" in tokens and "t2l+shots[train]" in tokens:
+        icl, t2l = tokens["icl3"]["mean"], tokens["t2l+shots[train]"]["mean"]
+        lines += ["", f"Prompt tokens per request: `t2l+shots` {t2l:.1f} against `icl3` {icl:.1f}, "
+                      f"{icl - t2l:.1f} fewer ({100 * (1 - t2l / icl):.0f}% of icl3's prompt saved)."]
     return "\n".join(lines) + "\n"
 
 

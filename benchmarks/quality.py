@@ -87,6 +87,10 @@ SCALES = {
 V2 = Scale(seen_eval=0, recon_extra=0, train_tasks=0, unseen_eval=0, lora_steps=0, multitask_steps=800,
            recon_steps=0, sft_steps=0, max_instances=30, groups="train,heldout,random", expected_minutes=150)
 V2_METHODS = ["base", "desc-prompt", "icl3", "multitask-lora", "t2l"]
+#: With a checkpoint that reads worked examples (issue 15), the v2 sides also score it given icl3's shots
+#: (``t2l+shots``) and the same shots with their outputs shuffled across them (the control), with the tasks' own
+#: descriptions only.
+V2_SHOT_METHODS = ["t2l+shots", "t2l+shuffled-shots"]
 V2_BENCHMARK = REPO / "benchmarks" / "v2" / "benchmark.json"
 SEEN = "seen"
 #: ``--split seen``: per-task LoRAs of 100 steps (early stopping on the task's validation loss; the timed small run
@@ -351,10 +355,14 @@ def build_v2_stages(args, work: Path) -> list[Stage]:
     if "multitask-lora" in methods:
         stages.append(multitask)
     checkpoint = Path(args.t2l_checkpoint).resolve() if args.t2l_checkpoint else None
+    t2l_dir = checkpoint or REPO / "src" / "text2lora" / "checkpoints" / "default"
+    if not args.methods and reads_examples(t2l_dir):
+        methods = methods + V2_SHOT_METHODS
+    shot_groups = [f"--method-groups={m}=train" for m in methods if m in V2_SHOT_METHODS]
     report = work / f"report-{args.split}"
-    command = _v2_eval_command(cli, args, methods, library, chosen["eval"], lora_lib, checkpoint, [], V2, work,
-                               report)
-    t2l_weights = (checkpoint or REPO / "src" / "text2lora" / "checkpoints" / "default") / "hypernet.safetensors"
+    command = _v2_eval_command(cli, args, methods, library, chosen["eval"], lora_lib, checkpoint, shot_groups, V2,
+                               work, report)
+    t2l_weights = t2l_dir / "hypernet.safetensors"
     stages.append(Stage(
         "eval", f"score {len(methods)} methods on {len(chosen['eval'])} unseen {args.split} tasks, "
                 f"{V2.max_instances} instances each (cached per method, task, description)",
@@ -362,6 +370,12 @@ def build_v2_stages(args, work: Path) -> list[Stage]:
                   "t2l": _product(t2l_weights), "methods": methods},
         done=(report / "results.json").is_file, clean=[report]))
     return stages
+
+
+def reads_examples(checkpoint: Path) -> bool:
+    """Whether a T2L checkpoint conditions on worked examples (its config's ``hypernet.examples``)."""
+    config = checkpoint / "t2l_config.json"
+    return config.is_file() and bool(json.loads(config.read_text()).get("hypernet", {}).get("examples"))
 
 
 def build_v2_seen_stages(args, work: Path) -> list[Stage]:

@@ -142,6 +142,30 @@ def test_reports_json_markdown_and_png(world, tmp_path):
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
 
 
+def test_prompt_tokens_count_what_each_method_sends(world, tmp_path):
+    """The report's prompt length per request: the plain prompt for base and T2L (an adapter adds no tokens), the
+    description on top for desc-prompt, the shots on top for icl3; counted from the prompts, cached or not."""
+    from text2lora.data.prompts import build_prompt
+
+    cfg = config(world, tmp_path, methods=["base", "desc-prompt", "icl3", "t2l-sft"], t2l_sft=str(world["t2l"]),
+                 groups=("train",), tasks="unseen")
+    first = run(world, cfg)
+    tokens = {label: p["mean"] for label, p in first.prompt_tokens.items()}
+    assert tokens["t2l-sft[train]"] == tokens["base"] < tokens["desc-prompt"] < tokens["icl3"]
+    assert {p["requests"] for p in first.prompt_tokens.values()} == {sum(r["scores"]["n"] for r in first.records
+                                                                        if r["label"] == "base")}
+    lib = TaskLibrary.load(world["library"])
+    base = [r for r in first.records if r["label"] == "base"]
+    assert {r["metric"] for r in base} == {"generation", "multiple_choice"}  # both kinds are counted
+    counts = [len(build_prompt(world["tok"], inst, max_prompt_tokens=96).input_ids)
+              for r in base for inst in lib.instances(r["task"], "test")[:3]]
+    assert tokens["base"] == pytest.approx(sum(counts) / len(counts), abs=0.05)
+    assert run(world, cfg).prompt_tokens == first.prompt_tokens  # all cached: the same counts
+    paths = write_report(first, tmp_path / "report")
+    assert json.loads(paths["json"].read_text())["prompt_tokens"]["icl3"]["mean"] == tokens["icl3"]
+    assert "## Prompt length" in paths["markdown"].read_text()
+
+
 def test_choice_scoring_picks_the_most_likely_option(world):
     from text2lora.data.prompts import build_prompt, encode_example
     from text2lora.eval.scoring import choice_scores, shared_prompt_option_logprobs

@@ -76,6 +76,23 @@ def test_v2_test_and_validation_stages_are_unchanged(tmp_path):
         assert v2_plan(tmp_path / f"p{k}", split, None if methods == "default" else methods) == golden[key], key
 
 
+def test_a_checkpoint_that_reads_examples_is_also_scored_with_shots(tmp_path):
+    """Issue 15 on the v2 sides: a checkpoint with ``hypernet.examples`` adds t2l+shots and the shuffled control,
+    own descriptions only; an explicit --methods list is taken as given."""
+    quality, args, work = _fixture(tmp_path, "validation", None, ["first"])
+    (Path(args.t2l_checkpoint) / "t2l_config.json").write_text(json.dumps(
+        {"hypernet": {"examples": {"max_examples": 8, "pooling": "attention", "hidden": 256}}}))
+    evals = [s for s in quality.build_v2_stages(args, work) if s.name == "eval"]
+    assert len(evals) == 1
+    command, inputs = evals[0].command, evals[0].inputs
+    assert command[command.index("-m", 3) + 1] == "base,desc-prompt,icl3,multitask-lora,t2l,t2l+shots,t2l+shuffled-shots"
+    assert "--method-groups=t2l+shots=train" in command and "--method-groups=t2l+shuffled-shots=train" in command
+    assert inputs["methods"][-2:] == ["t2l+shots", "t2l+shuffled-shots"]
+    args.methods = "base,t2l"
+    command = [s for s in quality.build_v2_stages(args, work) if s.name == "eval"][0].command
+    assert command[command.index("-m", 3) + 1] == "base,t2l" and not any("method-groups" in c for c in command)
+
+
 SEEN_TASKS = ["copy", "reverse", "upper"]  # the tiny library's seen tasks
 
 
@@ -286,3 +303,46 @@ def test_seen_claims(tmp_path):
     results["tasks"][0]["split"] = "unseen"
     assert claims.claims_for(results) is claims.V2_CLAIMS
     assert claims.claims_for({"columns": ["t2l-sft[train]"], "tasks": []}) is claims.CLAIMS
+
+
+def test_examples_claims_join_the_unseen_bar_when_the_report_scored_shots(tmp_path):
+    """Issue 15's claims: t2l+shots against icl3 (+3, interval), against description-only T2L (+3), and against
+    the shuffled-outputs control (interval); with the prompt tokens each request saves against icl3."""
+    claims = _load("claims")
+    n_tasks, n = 6, 20
+    scores = {"icl3": 0.30, "t2l[train]": 0.35, "t2l+shots[train]": 0.50, "t2l+shuffled-shots[train]": 0.20}
+    tasks = [{"name": f"u{i}", "split": "unseen"} for i in range(n_tasks)]
+    records, per_task, avg = [], {}, {}
+    for label, share in scores.items():
+        for t in tasks:
+            values = [1.0] * round(share * n) + [0.0] * (n - round(share * n))
+            records.append({"label": label, "task": t["name"], "scores": {"per_instance_score": values}})
+            per_task.setdefault(label, {})[t["name"]] = {"score": share}
+        avg[label] = {"unseen": {"score": share}}
+    results = {"averages": avg, "per_task": per_task, "tasks": tasks, "records": records, "columns": list(scores),
+               "prompt_tokens": {"icl3": {"mean": 300.0, "requests": 120},
+                                 "t2l+shots[train]": {"mean": 75.0, "requests": 120}}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    text = claims.check(tmp_path)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()
+            if line.startswith("| ") and "verdict" not in line}
+    assert {c.text for c in claims.V2_EXAMPLES_CLAIMS} <= set(rows)
+    assert "| holds |" in rows["T2L with 3 examples >= 3-shot ICL + 3, interval above 0"]  # +20
+    assert "| holds |" in rows["T2L with 3 examples >= T2L description-only + 3"]  # +15
+    shuffled = rows["T2L uses the examples: real ones > the same with shuffled outputs, interval above 0"]
+    assert "| holds |" in shuffled and "+30.0" in shuffled
+    assert "`t2l+shots` 75.0 against `icl3` 300.0, 225.0 fewer (75% of icl3's prompt saved)" in text
+
+    # the shuffled examples as good as the real ones: the model does not use them
+    for t in tasks:
+        per_task["t2l+shuffled-shots[train]"][t["name"]] = {"score": 0.5}
+    avg["t2l+shuffled-shots[train]"] = {"unseen": {"score": 0.5}}
+    for r in records:
+        if r["label"] == "t2l+shuffled-shots[train]":
+            r["scores"]["per_instance_score"] = [1.0] * 10 + [0.0] * 10
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert "| DOES NOT HOLD |" in next(line for line in claims.check(tmp_path).splitlines()
+                                       if line.startswith("| T2L uses the examples"))
+    # no shots column: the unseen bar alone
+    results["columns"] = ["icl3", "t2l[train]"]
+    assert claims.claims_for(results) is claims.V2_CLAIMS

@@ -17,8 +17,8 @@ from text2lora.data.task import GENERATION
 from text2lora.errors import Text2LoraError
 from text2lora.eval.cache import ScoreCache, cache_key, default_cache_dir, stat_files
 from text2lora.eval.config import EvalConfig
-from text2lora.eval.methods import ICL, DescriptionGroups, Method, Unit, build_method, method_path
-from text2lora.eval.scoring import build_request, rescore, score_requests
+from text2lora.eval.methods import DESCRIPTION, ICL, DescriptionGroups, Method, Unit, build_method, method_path
+from text2lora.eval.scoring import build_request, prompt_lengths, rescore, score_requests
 from text2lora.eval.tasks import EvalTask, load_task_file, select_library_tasks
 
 
@@ -34,6 +34,8 @@ class EvalResult:
     timing: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     methods: list[dict[str, Any]] = field(default_factory=list)
+    #: per column: mean prompt tokens per request (``mean``) over ``requests`` scored instances
+    prompt_tokens: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def load_tasks(config: EvalConfig) -> tuple[list[EvalTask], list]:
@@ -106,7 +108,25 @@ def evaluate(config: EvalConfig, *, model=None, tokenizer=None, echo: Callable[[
     tasks = [{"name": t.name, "split": t.split, "metric": t.metric, "n": len(t.instances), "headline": t.headline}
              for t in etasks]
     return EvalResult(config=config.to_dict(), records=records, tasks=tasks, columns=columns, skipped=skipped,
-                      timing=timing, environment=_environment(), methods=[m.describe() for m in methods])
+                      timing=timing, environment=_environment(), methods=[m.describe() for m in methods],
+                      prompt_tokens=_prompt_tokens(records, by_name, tokenizer, settings))
+
+
+def _prompt_tokens(records: list[dict[str, Any]], by_name: dict[str, EvalTask], tokenizer, settings
+                   ) -> dict[str, dict[str, float]]:
+    """Mean prompt tokens per request of each column, counted from the prompts themselves (tokenising only, so
+    cached records count too). A prompt depends on the task, the prompt kind and (``desc-prompt``) the
+    description, so each is built once."""
+    seen: dict[tuple, list[int]] = {}
+    totals: dict[str, list[int]] = {}
+    for rec in records:
+        key = (rec["task"], rec["prompt"], rec["description"] if rec["prompt"] == DESCRIPTION else None)
+        if key not in seen:
+            unit = Unit(method=rec["method"], group=rec["group"], task=rec["task"], description=rec["description"],
+                        prompt=rec["prompt"])
+            seen[key] = prompt_lengths(build_request(tokenizer, by_name[rec["task"]], unit, settings))
+        totals.setdefault(rec["label"], []).extend(seen[key])
+    return {label: {"mean": round(sum(v) / len(v), 1), "requests": len(v)} for label, v in totals.items() if v}
 
 
 def _run_method(method: Method, etasks: list[EvalTask], by_name: dict[str, EvalTask], groups: DescriptionGroups,

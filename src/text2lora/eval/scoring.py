@@ -75,6 +75,16 @@ def build_request(tokenizer, etask: EvalTask, unit: Unit, settings: EvalSettings
     return request
 
 
+def prompt_lengths(request: Request) -> list[int]:
+    """Tokens of the prompt each instance of a request sends to the model (multiple choice: the prompt before the
+    option), what a user pays per call: ``icl3``'s shots are in it, an adapter's examples are not."""
+    from text2lora.data.prompts import IGNORE_INDEX
+
+    if request.metric == MULTIPLE_CHOICE:
+        return [sum(1 for x in opts[0]["labels"] if x == IGNORE_INDEX) for opts in request.options]
+    return [len(ids) for ids in request.prompt_ids]
+
+
 def generation_scores(predictions: list[str], references: list[list[str]], inputs: list[str] | None = None,
                       ) -> dict[str, Any]:
     """Every generation metric, each the best over an instance's references, per instance and averaged.

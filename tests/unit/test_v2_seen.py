@@ -346,3 +346,15 @@ def test_examples_claims_join_the_unseen_bar_when_the_report_scored_shots(tmp_pa
     # no shots column: the unseen bar alone
     results["columns"] = ["icl3", "t2l[train]"]
     assert claims.claims_for(results) is claims.V2_CLAIMS
+
+
+def test_a_longer_multitask_baseline_is_validated_often_enough_to_stop_early(tmp_path):
+    """`--multitask-steps 8000` (issue 16's baseline trained until its validation loss stops improving): validated
+    and saved every 250 steps, not every 1,000, so early stopping (3 evaluations) can act; 800 keeps every 100."""
+    quality, args, work = _fixture(tmp_path, "test", None, ["first"])
+    for steps, every in ((None, 100), (8000, 250), (1200, 150)):
+        args.multitask_steps = steps
+        stage = {s.name: s for s in quality.build_v2_stages(args, work)}["lora:_multitask"]
+        loop = stage.inputs["config"]["loop"]
+        assert (loop["steps"], loop["eval_every"], loop["save_every"]) == (steps or 800, every, every)
+        assert loop["early_stop_patience"] == 3

@@ -1,0 +1,109 @@
+"""The second core's work for issues 15 and 16 while the long run trains on the first, one job after another:
+
+    python scripts/v2_side_queue.py --dry-run   # what is done, what would run next, nothing run
+    python scripts/v2_side_queue.py             # run what is left, in order (each step cached or resumable)
+
+Every step is a `benchmarks/quality.py` stage set that does not depend on the long run, so an interrupted queue
+picks up where it stopped (finished stages are cached, a training stage resumes from its checkpoint):
+
+1. ``seen-loras``: the v2 seen side's per-task LoRAs (`--split seen --only lora:`) in the shared work dir;
+2. ``shipped-validation``: the shipped checkpoint on the validation tasks (`--methods t2l`, a work dir of its own),
+   the "shipped" side of the ship rule (`benchmarks/ship_rule.py`);
+3. ``final-copy``: the final work dir, a copy of the shared one, so that the final baseline never replaces the
+   800-step multi-task LoRA the long run reads as ``init_lora``;
+4. ``final-validation``: there, the final multi-task LoRA baseline (up to 8,000 steps, early stopping: issue 16
+   item 4), then base, desc-prompt, icl3 and that LoRA scored on the validation tasks, cached for the candidate's
+   report (the test side is scored once, after the ship decision).
+
+Each runs with one torch thread; output goes to ``$TEXT2LORA_HOME/logs/side-queue.log`` when started in the
+background (`nohup python scripts/v2_side_queue.py > $TEXT2LORA_HOME/logs/side-queue.log 2>&1 &`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+QUALITY = ROOT / "benchmarks" / "quality.py"
+FINAL_MULTITASK_STEPS = 8000  #: the long run's 64,000 examples at batch 8 (issue 16 item 4)
+
+
+@dataclass
+class Step:
+    name: str
+    command: list[str] | None  #: None: a copy, done in Python
+    done: bool
+
+
+def _stage_done(work: Path, stage: str) -> bool:
+    record = work / "stages" / f"{stage.replace(':', '_')}.json"
+    return record.is_file() and json.loads(record.read_text()).get("status") == "done"
+
+
+def plan(home: Path, python: str = sys.executable) -> list[Step]:
+    shared, shipped, final = (home / "runs" / name for name in
+                              ("bench-quality-v2", "bench-quality-v2-shipped", "bench-quality-v2-final"))
+    selection = shared / "seen-tasks.json"  # written by the seen side's select stage; else the committed side
+    seen_tasks = (json.loads(selection.read_text())["eval"] if selection.is_file() else
+                  [e["name"] for e in json.loads((ROOT / "benchmarks" / "v2" / "seen.json").read_text())["seen"]])
+    q = [python, str(QUALITY), "--scale", "v2", "--threads", "1"]
+    return [
+        Step("seen-loras", q + ["--split", "seen", "--work", str(shared), "--only", "lora:"],
+             all(_stage_done(shared, f"lora:{t}") for t in seen_tasks)),
+        Step("shipped-validation", q + ["--split", "validation", "--work", str(shipped), "--methods", "t2l"],
+             (shipped / "report-validation" / "results.json").is_file()),
+        Step("final-copy", None, final.is_dir()),
+        Step("final-validation", q + ["--split", "validation", "--work", str(final), "--multitask-steps",
+                                      str(FINAL_MULTITASK_STEPS), "--methods", "base,desc-prompt,icl3,multitask-lora"],
+             _stage_done(final, "lora:_multitask") and _multitask_steps(final) == FINAL_MULTITASK_STEPS
+             and (final / "report-validation" / "results.json").is_file()),
+    ]
+
+
+def _multitask_steps(work: Path) -> int | None:
+    """The steps the work dir's multi-task LoRA config asks for (None without one)."""
+    import yaml
+
+    config = work / "configs" / "lora-multitask.yaml"
+    return yaml.safe_load(config.read_text())["loop"]["steps"] if config.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dry-run", action="store_true", help="print each step and whether it is done; run nothing")
+    args = parser.parse_args(argv)
+    home = Path(os.environ.get("TEXT2LORA_HOME", Path.home() / ".cache" / "text2lora"))
+    shared = home / "runs" / "bench-quality-v2"
+    if not (shared / "lora-library" / "_multitask" / "adapter_config.json").is_file():
+        print(f"error: no v2 multi-task LoRA in {shared}: run `python benchmarks/quality.py --scale v2 --work "
+              f"{shared} --only lora:_multitask` first (docs/quality/v2-recipe/README.md)", file=sys.stderr)
+        return 2
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for step in plan(home):
+        shown = shlex.join(step.command) if step.command else f"cp -a {shared} {home / 'runs' / 'bench-quality-v2-final'}"
+        print(f"[{'done' if step.done else 'todo'}] {step.name}: {shown}", flush=True)
+        if step.done or args.dry_run:
+            continue
+        if step.command is None:
+            tmp = home / "runs" / "bench-quality-v2-final.partial"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(shared, tmp, symlinks=True)
+            tmp.rename(home / "runs" / "bench-quality-v2-final")
+            continue
+        rc = subprocess.call(step.command, cwd=ROOT, env=env)
+        if rc != 0:
+            print(f"error: {step.name} exited with {rc}; rerun this script to resume", file=sys.stderr)
+            return rc
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -306,12 +306,12 @@ def _v2_multitask_stage(args, work: Path, library: Path, cli: list[str]) -> Stag
     trained once and cached)."""
     lora_lib = work / "lora-library"
     steps = args.multitask_steps or V2.multitask_steps
+    every = min(max(10, steps // 8), 250)  # 800 steps: every 100; at most 250, so early stopping acts on a long run
     cfg_path = work / "configs" / "lora-multitask.yaml"
     cfg = _write_config(cfg_path, REPO / "configs" / "smollm2-lora.yaml", {
         "base_model": "bundled:smollm2-135m-instruct", "data.library": str(library), "data.tasks": "seen",
-        # validated every steps/8 (800 steps: every 100), at most every 250 so early stopping can act on a long run
-        "loop.steps": steps, "loop.eval_every": min(max(10, steps // 8), 250),
-        "loop.save_every": min(max(10, steps // 8), 250), "data.val_tasks": 24, "data.val_instances_per_task": 8, "loop.seed": args.seed})
+        "loop.steps": steps, "loop.eval_every": every, "loop.save_every": every,
+        "data.val_tasks": 24, "data.val_instances_per_task": 8, "loop.seed": args.seed})
     run_dir = lora_lib / ".runs" / "_multitask"
     return Stage(
         "lora:_multitask", f"multi-task LoRA on every seen task, {steps} steps (early stopping)",

@@ -33,6 +33,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 QUALITY = ROOT / "benchmarks" / "quality.py"
+sys.path.insert(0, str(QUALITY.parent))
+
+from stages import StageRunner  # noqa: E402  (the stage records quality.py writes, read the way it reads them)
 FINAL_MULTITASK_STEPS = 8000  #: the long run's 64,000 examples at batch 8 (issue 16 item 4)
 
 
@@ -44,8 +47,7 @@ class Step:
 
 
 def _stage_done(work: Path, stage: str) -> bool:
-    record = work / "stages" / f"{stage.replace(':', '_')}.json"
-    return record.is_file() and json.loads(record.read_text()).get("status") == "done"
+    return (StageRunner(work / "stages").record(stage) or {}).get("status") == "done"
 
 
 def plan(home: Path, python: str = sys.executable) -> list[Step]:

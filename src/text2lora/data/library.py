@@ -87,7 +87,7 @@ def description_record(root: Path, task: Task, shipped_dir: Path | None = None) 
     path = descriptions_file(root, task.name)
     if path.is_file():
         return read_json(path, "description cache")
-    shipped = shipped_descriptions(task.origin, None if shipped_dir is None else Path(shipped_dir))
+    shipped = shipped_descriptions(task.origin, shipped_dir)
     record = shipped["tasks"].get(task.name)
     return None if record is None else {"settings": shipped["written_by"], **record}
 

@@ -114,12 +114,11 @@ def markdown(result, table, avg) -> str:
         lines.append(f"| {t['name']} | {t['split']} | {metric} | " + " | ".join(cells) + " |")
     if result.skipped:
         lines += ["", "## Skipped", ""] + [f"- {s['method']} on {s['task']}: {s['reason']}" for s in result.skipped]
-    prompt_tokens = getattr(result, "prompt_tokens", {})
-    if prompt_tokens:
+    if result.prompt_tokens:
         lines += ["", "## Prompt length", "", "Mean prompt tokens per request (chat template included; an adapter's "
                   "worked examples are not in the prompt, `icl3`'s shots are).", "", "| method | tokens | requests |",
                   "|---|---:|---:|"]
-        lines += [f"| {label} | {p['mean']:.1f} | {p['requests']} |" for label, p in prompt_tokens.items()]
+        lines += [f"| {label} | {p['mean']:.1f} | {p['requests']} |" for label, p in result.prompt_tokens.items()]
     timing = result.timing
     lines += ["", "## Timing", "", f"Total {timing.get('total_s', 0):.1f} s (model load {timing.get('model_load_s', 0):.1f} s); "
               f"cache hits {timing.get('cache', {}).get('hits', 0)}, scored {timing.get('cache', {}).get('misses', 0)}.", ""]
@@ -176,7 +175,7 @@ def write_report(result, out_dir: str | os.PathLike) -> dict[str, Path]:
         "seed": result.config["settings"]["seed"], "config": result.config, "methods": result.methods,
         "tasks": result.tasks, "columns": result.columns, "averages": avg, "per_task": table,
         "records": result.records, "skipped": result.skipped, "timing": result.timing,
-        "environment": result.environment, "prompt_tokens": getattr(result, "prompt_tokens", {}),
+        "environment": result.environment, "prompt_tokens": result.prompt_tokens,
     })
     atomic_write_text(paths["markdown"], markdown(result, table, avg))
     if not bar_chart(result, avg, paths["png"]):

@@ -36,3 +36,22 @@ def test_a_directory_without_metrics_is_a_one_line_error(tmp_path, script, capsy
     assert script.main([str(tmp_path), str(tmp_path / "dest")]) == 2
     assert "has no metrics.jsonl" in capsys.readouterr().err
     assert not (tmp_path / "dest").exists()
+
+
+def test_generation_scores_get_a_panel_of_their_own(tmp_path):
+    """With gen_* rows the plot has a second panel below the losses (a taller image), not a second axis over them."""
+    import struct
+
+    from text2lora.train.metrics_log import plot_curves
+
+    def height(rows, name):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        png = plot_curves(d).read_bytes()
+        return struct.unpack(">II", png[16:24])[1]  # IHDR: width, height
+
+    losses = [{"step": s, "loss": 3.0 - s / 100} for s in range(0, 40, 10)] + [{"step": 30, "val_heldout": 2.0}]
+    gen = [{"step": 0, "gen_score": 0.05, "gen_copy_rate": 0.1, "gen_error": "x"},
+           {"step": 30, "gen_score": 0.12, "gen_copy_rate": 0.2}]
+    assert height(losses + gen, "with") > 1.4 * height(losses, "without")

@@ -77,8 +77,9 @@ def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
 
 
 def plot_curves(out_dir: Path, filename: str = "loss.png") -> Path | None:
-    """Training loss (smoothed) and every validation loss against steps; generation-validation scores and copy
-    rates (``gen_*``, in [0, 1]) on a second axis when the run logged them."""
+    """Training loss (raw and smoothed) and every validation loss against steps; below them, on a panel of their
+    own, the generation-validation scores and copy rates (``gen_*``, in points) when the run logged them. Legends
+    sit beside the axes, so no curve is hidden behind one."""
     try:
         import matplotlib
 
@@ -90,33 +91,40 @@ def plot_curves(out_dir: Path, filename: str = "loss.png") -> Path | None:
     rows = read_metrics(out_dir)
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     val_keys = sorted({k for r in rows for k in r if k.startswith("val_")})
-    fig, ax = plt.subplots(figsize=(7, 4))
+    gen_keys = sorted({k for r in rows for k in r if k.startswith("gen_") and k != "gen_error"
+                       and any(isinstance(x.get(k), (int, float)) for x in rows)})
+    if gen_keys:
+        fig, (ax, gen_ax) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True, height_ratios=[3, 2])
+    else:
+        fig, ax = plt.subplots(figsize=(9, 4))
+        gen_ax = None
     if train:
         steps, losses = zip(*train)
-        ax.plot(steps, losses, alpha=0.35, label="train loss")
+        ax.plot(steps, losses, alpha=0.3, linewidth=0.8, label="train loss")
         k = max(1, len(losses) // 20)
         if len(losses) > k:
             smooth = [sum(losses[max(0, i - k + 1): i + 1]) / len(losses[max(0, i - k + 1): i + 1]) for i in range(len(losses))]
             ax.plot(steps, smooth, label=f"train loss (mean of {k})")
     for key in val_keys:
         pts = [(r["step"], r[key]) for r in rows if key in r]
-        ax.plot(*zip(*pts), marker="o", label=key)
-    ax.set_xlabel("step")
+        ax.plot(*zip(*pts), marker="o", markersize=4, label=key)
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
-    gen_keys = sorted({k for r in rows for k in r if k.startswith("gen_") and k != "gen_error"})
-    if gen_keys:
-        rates = ax.twinx()
-        rates.set_prop_cycle(color=["tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"])
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    if gen_ax is not None:
         for key in gen_keys:
-            pts = [(r["step"], r[key]) for r in rows if key in r]
-            rates.plot(*zip(*pts), linestyle="--", marker="x", label=key)
-        rates.set_ylim(0, 1)
-        rates.set_ylabel("generation validation (0-1)")
-        rates.legend(loc="upper right")
+            pts = [(r["step"], 100 * r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+            style = ":" if "copy" in key else "-"
+            gen_ax.plot(*zip(*pts), linestyle=style, marker="x", markersize=5, label=key)
+        gen_ax.set_ylabel("generation validation (points)")
+        gen_ax.set_ylim(bottom=0)
+        gen_ax.grid(alpha=0.3)
+        gen_ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+        gen_ax.set_xlabel("step")
+    else:
+        ax.set_xlabel("step")
     fig.tight_layout()
     path = Path(out_dir) / filename
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -7,11 +7,13 @@ Every step is a `benchmarks/quality.py` stage set that does not depend on the lo
 picks up where it stopped (finished stages are cached, a training stage resumes from its checkpoint):
 
 1. ``seen-loras``: the v2 seen side's per-task LoRAs (`--split seen --only lora:`) in the shared work dir;
-2. ``shipped-validation``: the shipped checkpoint on the validation tasks (`--methods t2l`, a work dir of its own),
+2. ``seen-recon``: T2L-recon trained on those LoRAs (`--split seen --only t2l-recon`), before the copy of step 4 so
+   the final work dir's seen report finds it;
+3. ``shipped-validation``: the shipped checkpoint on the validation tasks (`--methods t2l`, a work dir of its own),
    the "shipped" side of the ship rule (`benchmarks/ship_rule.py`);
-3. ``final-copy``: the final work dir, a copy of the shared one, so that the final baseline never replaces the
+4. ``final-copy``: the final work dir, a copy of the shared one, so that the final baseline never replaces the
    800-step multi-task LoRA the long run reads as ``init_lora``;
-4. ``final-validation``: there, the final multi-task LoRA baseline (up to 8,000 steps, early stopping: issue 16
+5. ``final-validation``: there, the final multi-task LoRA baseline (up to 8,000 steps, early stopping: issue 16
    item 4), then base, desc-prompt, icl3 and that LoRA scored on the validation tasks, cached for the candidate's
    report (the test side is scored once, after the ship decision).
 
@@ -60,6 +62,8 @@ def plan(home: Path, python: str = sys.executable) -> list[Step]:
     return [
         Step("seen-loras", q + ["--split", "seen", "--work", str(shared), "--only", "lora:"],
              all(_stage_done(shared, f"lora:{t}") for t in seen_tasks)),
+        Step("seen-recon", q + ["--split", "seen", "--work", str(shared), "--only", "t2l-recon"],
+             _stage_done(shared, "t2l-recon")),
         Step("shipped-validation", q + ["--split", "validation", "--work", str(shipped), "--methods", "t2l"],
              (shipped / "report-validation" / "results.json").is_file()),
         Step("final-copy", None, final.is_dir()),

@@ -38,16 +38,20 @@ def test_steps_run_in_order_and_done_ones_are_skipped(home, monkeypatch, capsys)
     def fake_call(command, cwd, env):
         calls.append(command)
         assert env["OMP_NUM_THREADS"] == "1"
-        if "--only" in command:  # the seen LoRAs finish
+        if command[-2:] == ["--only", "lora:"]:  # the seen LoRAs finish
             _done(shared, "lora:b")
+        if command[-2:] == ["--only", "t2l-recon"]:
+            assert (shared / "stages" / "lora_b.json").is_file()  # after every seen LoRA
+            _done(shared, "t2l-recon")
         return 0
 
     monkeypatch.setattr(script.subprocess, "call", fake_call)
     assert script.main([]) == 0
     names = [c[c.index("--work") + 1].rsplit("/", 1)[-1] for c in calls]
-    assert names == ["bench-quality-v2", "bench-quality-v2-shipped", "bench-quality-v2-final"]
-    assert calls[0][-2:] == ["--only", "lora:"] and calls[1][-2:] == ["--methods", "t2l"]
-    assert calls[2][calls[2].index("--multitask-steps") + 1] == "8000"
+    assert names == ["bench-quality-v2", "bench-quality-v2", "bench-quality-v2-shipped", "bench-quality-v2-final"]
+    assert calls[0][-2:] == ["--only", "lora:"] and calls[1][-2:] == ["--only", "t2l-recon"]
+    assert calls[2][-2:] == ["--methods", "t2l"]
+    assert calls[3][calls[3].index("--multitask-steps") + 1] == "8000"
     final = home / "runs" / "bench-quality-v2-final"
     assert (final / "lora-library" / "_multitask" / "adapter_config.json").is_file()  # the copy
     assert not (home / "runs" / "bench-quality-v2-final.partial").exists()
@@ -63,7 +67,7 @@ def test_steps_run_in_order_and_done_ones_are_skipped(home, monkeypatch, capsys)
     calls.clear()
     capsys.readouterr()
     assert script.main([]) == 0 and calls == []
-    assert capsys.readouterr().out.count("[done]") == 4
+    assert capsys.readouterr().out.count("[done]") == 5
 
 
 def test_an_800_step_lora_in_the_final_dir_is_not_the_final_baseline(home):

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import os
 from pathlib import Path
@@ -94,7 +96,8 @@ class T2L:
         if not any(rows):
             return None
         self.require_examples(max(len(r) for r in rows))
-        feats, mask = encode_examples(self.encoder.encode, rows, self.hypernet.encoder_dim, self.max_examples)
+        encode = functools.partial(self.encoder.encode, label="example text")  # warnings name the text, not a position
+        feats, mask = encode_examples(encode, rows, self.hypernet.encoder_dim, self.max_examples)
         return feats.to(self.device), mask.to(self.device)
 
     def lora_from_embeddings(self, emb: torch.Tensor,

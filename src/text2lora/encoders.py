@@ -51,7 +51,10 @@ class EncoderSpec:
 class Encoder(Protocol):
     spec: EncoderSpec
 
-    def encode(self, texts: list[str]) -> torch.Tensor:  # (N, dim) float32
+    def encode(self, texts: list[str], *, label: str = "description", warn: bool = True) -> torch.Tensor:
+        """(N, dim) float32. ``label`` names the texts in warnings ("description": by their position; anything
+        else, e.g. "example text", by their opening words); ``warn=False`` leaves texts the encoder cuts unreported
+        (a caller that reports them itself, see :meth:`SentenceTransformerEncoder.too_long`)."""
         ...
 
 
@@ -82,6 +85,12 @@ def check_descriptions(texts: list[str], max_chars: int = MAX_DESCRIPTION_CHARS)
     return cleaned
 
 
+def _opening(text: str, words: int = 6) -> str:
+    """A text's first words, quoted, to name it in a message."""
+    head = text.split()[:words]
+    return repr(" ".join(head) + (" ..." if len(text.split()) > words else ""))
+
+
 class SentenceTransformerEncoder:
     def __init__(self, spec: EncoderSpec, device: str = "cpu") -> None:
         from sentence_transformers import SentenceTransformer
@@ -98,18 +107,23 @@ class SentenceTransformerEncoder:
         self.spec = spec
         self.max_tokens = int(self.model.max_seq_length)
 
-    def encode(self, texts: list[str]) -> torch.Tensor:
-        texts = check_descriptions(texts)
-        tokenizer = self.model.tokenizer
+    def too_long(self, texts: list[str]) -> list[tuple[int, int]]:
+        """(position, tokens) of each text longer than the encoder reads (it keeps the first ``max_tokens``)."""
+        out = []
         for i, t in enumerate(texts):
             if len(t) < self.max_tokens - 2:  # a token spans at least one character: cannot be too long
                 continue
-            n = len(tokenizer(t, add_special_tokens=True)["input_ids"])
+            n = len(self.model.tokenizer(t, add_special_tokens=True)["input_ids"])
             if n > self.max_tokens:
-                log.warning(
-                    "description %d is %d tokens; the encoder reads the first %d and ignores the rest",
-                    i + 1, n, self.max_tokens,
-                )
+                out.append((i, n))
+        return out
+
+    def encode(self, texts: list[str], *, label: str = "description", warn: bool = True) -> torch.Tensor:
+        texts = check_descriptions(texts)
+        for i, n in self.too_long(texts) if warn else ():
+            name = f"{label} {i + 1}" if label == "description" else f"{label} {_opening(texts[i])}"
+            log.warning("%s is %d tokens; the encoder reads the first %d and ignores the rest", name, n,
+                        self.max_tokens)
         with torch.inference_mode():
             emb = self.model.encode(
                 texts, convert_to_tensor=True, normalize_embeddings=True, batch_size=64, show_progress_bar=False
@@ -130,7 +144,7 @@ class BaseLMEncoder:
         self.spec = EncoderSpec(spec.kind, spec.name, dim, spec.tasks)
         self.max_tokens = 512
 
-    def encode(self, texts: list[str]) -> torch.Tensor:
+    def encode(self, texts: list[str], *, label: str = "description", warn: bool = True) -> torch.Tensor:
         texts = check_descriptions(texts)
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_tokens)
         enc = enc.to(self.model.device)
@@ -150,7 +164,7 @@ class OneHotEncoder:
         self.spec = EncoderSpec(spec.kind, "", len(tasks), tasks)
         self.index = {t: i for i, t in enumerate(tasks)}
 
-    def encode(self, texts: list[str]) -> torch.Tensor:
+    def encode(self, texts: list[str], *, label: str = "description", warn: bool = True) -> torch.Tensor:
         texts = check_descriptions(texts)
         unknown = [t for t in texts if t not in self.index]
         if unknown:

@@ -210,3 +210,46 @@ def test_read_examples_file(tmp_path):
     f.write_text('{"input": "a", "output": "b"}\n' * 5)
     with pytest.raises(Text2LoraError, match="more than 4"):
         read_examples_file(f, limit=4)
+
+
+def test_texts_the_bundled_encoder_cuts_are_named_the_way_the_caller_knows_them(caplog):
+    """A description by its position; an example text by its opening words (its position in an internal, sorted
+    list of texts would mean nothing to the user); ``warn=False`` reports nothing."""
+    from text2lora.encoders import EncoderSpec, SentenceTransformerEncoder
+
+    encoder = SentenceTransformerEncoder(EncoderSpec())
+    long = "alpha beta gamma delta epsilon zeta " + "word " * 400
+    assert [i for i, _ in encoder.too_long(["short", long])] == [1]
+    with caplog.at_level("WARNING", logger="text2lora.encoders"):
+        encoder.encode(["short", long])
+        encoder.encode([long], label="example text")
+        encoder.encode([long], label="example text", warn=False)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert messages[0].startswith("description 2 is ") and "reads the first 256" in messages[0]
+    assert messages[1].startswith("example text 'alpha beta gamma delta epsilon zeta ...' is ")
+
+
+def test_training_reports_example_texts_it_cuts_once_and_counts_them(caplog):
+    from text2lora.train.sft import ExampleEmbeddings
+
+    class Fake:
+        max_tokens = 4
+        calls: list[tuple[list[str], dict]] = []
+
+        def too_long(self, texts):
+            return [(i, len(t.split())) for i, t in enumerate(texts) if len(t.split()) > self.max_tokens]
+
+        def encode(self, texts, **kw):
+            self.calls.append((list(texts), kw))
+            return torch.stack([torch.full((2,), float(len(t))) for t in texts])
+
+    fake = Fake()
+    table = ExampleEmbeddings(fake)
+    with caplog.at_level("WARNING", logger="text2lora.train.sft"):
+        table.encode(["a", "b c d e f g", "a"])
+        table.encode(["h i j k l m", "b c d e f g", "n"])
+    assert table.cut == 2 and len(caplog.records) == 1
+    assert "not reported one by one" in caplog.records[0].getMessage()
+    assert [c[0] for c in fake.calls] == [["a", "b c d e f g"], ["h i j k l m", "n"]]  # each text encoded once
+    assert all(kw == {"label": "example text", "warn": False} for _, kw in fake.calls)

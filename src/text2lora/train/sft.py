@@ -22,16 +22,30 @@ log = logging.getLogger(__name__)
 
 
 class ExampleEmbeddings:
-    """Encoded example texts, each computed once per run (the encoder is frozen), held in memory."""
+    """Encoded example texts, each computed once per run (the encoder is frozen), held in memory.
+
+    Training draws thousands of example texts, and inputs longer than the encoder reads are common: rather than a
+    warning per text (which buried the training log), the first one cut is reported once, with what happens to the
+    rest; ``cut`` counts them all."""
 
     def __init__(self, encoder) -> None:
         self.encoder = encoder
         self.cache: dict[str, torch.Tensor] = {}
+        self.cut = 0  #: distinct example texts longer than the encoder reads (0 where the encoder cannot tell)
 
     def encode(self, texts: list[str]) -> torch.Tensor:
-        missing = [t for t in texts if t not in self.cache]
+        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
         if missing:
-            for t, row in zip(missing, self.encoder.encode(missing)):
+            too_long = getattr(self.encoder, "too_long", None)
+            if too_long is not None:
+                cut = too_long(missing)
+                if cut and not self.cut:
+                    i, n = cut[0]
+                    log.warning("an example text of %d tokens is longer than the encoder reads (%d): it reads the "
+                                "first %d of this and of every longer example text; not reported one by one",
+                                n, self.encoder.max_tokens, self.encoder.max_tokens)
+                self.cut += len(cut)
+            for t, row in zip(missing, self.encoder.encode(missing, label="example text", warn=False)):
                 self.cache[t] = row
         return torch.stack([self.cache[t] for t in texts])
 

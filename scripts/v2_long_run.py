@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--library", type=Path, default=home / "library")
     parser.add_argument("--multitask", type=Path, default=home / "runs" / "bench-quality-v2" / "lora-library" / "_multitask")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--save-every", type=int, default=50, help="steps between checkpoints (default 50, ~7 min "
+                        "at 1 thread: a session's end kills the run and loses what came after the last one; how often "
+                        "a run saves is not part of its fingerprint, so this may change at any resume)")
     parser.add_argument("--dry-run", action="store_true", help="print the levers and the command, run nothing")
     args = parser.parse_args(argv)
     try:
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the long run trains on library v2 with every shipped description ({LIBRARY_FINGERPRINT}); "
               f"{args.library} has {found} (run `text2lora data prepare --out {args.library}`)", file=sys.stderr)
         return 2
-    overrides += [f"data.library={args.library}", f"loop.threads={args.threads}"]
+    overrides += [f"data.library={args.library}", f"loop.threads={args.threads}", f"loop.save_every={args.save_every}"]
     cmd = [sys.executable, "-m", "text2lora", "train", "sft", "--config", str(CONFIG), "--out", str(args.out)]
     for item in overrides:
         cmd += ["--set", item]

@@ -134,3 +134,25 @@ def test_a_run_saved_before_a_config_key_existed_keeps_its_fingerprint():
             changed = {k: (dict(v) if isinstance(v, dict) else v) for k, v in full.items()}
             (changed if section == "" else changed[section])[key] = "other"
             assert config_fingerprint(changed) != config_fingerprint(full), (section, key)
+
+
+@pytest.mark.parametrize("key, value, same", [("save_every", 7, True), ("keep_last", 9, True), ("log_every", 3, True),
+                                              ("threads", 1, True), ("eval_every", 7, False), ("lr", 0.5, False)])
+def test_how_often_a_run_saves_and_logs_may_change_at_a_resume(tmp_path, key, value, same):
+    """A run may resume saving more often (to lose less at a kill) or logging differently; what decides the
+    computation or which steps can become best/ (eval_every) may not."""
+    from text2lora.errors import Text2LoraError
+    from text2lora.train.config import build_config, config_to_dict
+    from text2lora.train.loop import check_resume_config
+
+    saved = config_to_dict(build_config("sft", {}))
+    (tmp_path / "ckpt-0000010").mkdir()
+    (tmp_path / "ckpt-0000010" / "config.json").write_text(json.dumps(saved))
+    (tmp_path / "ckpt-0000010" / "trainer.json").write_text("{}")
+    now = {**saved, "loop": {**saved["loop"], key: value}}
+    assert saved["loop"][key] != value
+    if same:
+        assert check_resume_config(tmp_path, now) == tmp_path / "ckpt-0000010"
+    else:
+        with pytest.raises(Text2LoraError, match=f"differs in: loop"):
+            check_resume_config(tmp_path, now)

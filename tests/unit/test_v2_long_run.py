@@ -52,3 +52,20 @@ def test_cli_refuses_another_library(tmp_path, script, capsys):
     code = script.main(["--summary", str(tmp_path / "s.json"), "--library", str(tmp_path), "--dry-run"])
     assert code == 2 and "801fa692f69dd9ef" in capsys.readouterr().err
     assert script.main(["--summary", str(tmp_path / "none.json"), "--dry-run"]) == 2
+
+
+def test_the_command_saves_often_and_resumes_an_existing_run(tmp_path, script, monkeypatch, capsys):
+    import text2lora.data.library as library
+
+    monkeypatch.setattr(library, "library_fingerprint", lambda path: script.LIBRARY_FINGERPRINT)
+    (tmp_path / "s.json").write_text('{"runs": {"R0": {"status": "finished"}, "R1": {"status": "finished"}, '
+                                     '"R4": {"status": "finished"}}}')
+    args = ["--summary", str(tmp_path / "s.json"), "--library", str(tmp_path), "--out", str(tmp_path / "run"),
+            "--threads", "1", "--dry-run"]
+    assert script.main(args) == 0
+    first = capsys.readouterr().out
+    assert "--set loop.save_every=50" in first and "--set loop.threads=1" in first and "--resume" not in first
+    (tmp_path / "run" / "ckpt-0000125").mkdir(parents=True)
+    assert script.main(args + ["--save-every", "25"]) == 0
+    again = capsys.readouterr().out
+    assert "--set loop.save_every=25" in again and again.rstrip().endswith("--resume")

@@ -73,10 +73,13 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-#: Execution details a resumed run may change (threads, loggers): they do not change what is computed. The task
+#: Execution details a resumed run may change (threads, loggers, how often it saves, keeps and logs): they do not
+#: change what is computed (data order and dropout are seeded by the step, not by what ran before). The task
 #: library's path is one too: the CLI fingerprints its content (``library_index_sha256``), so a library named
-#: ``null`` (the default) and by its full path, or moved, resumes alike.
-_NOT_FINGERPRINTED = {"loop": ("threads", "num_threads", "log_with", "compile"), "data": ("library",)}
+#: ``null`` (the default) and by its full path, or moved, resumes alike. ``eval_every`` is not one: it decides which
+#: steps can become ``best/``.
+_NOT_FINGERPRINTED = {"loop": ("threads", "num_threads", "log_with", "compile", "save_every", "keep_last",
+                               "log_every"), "data": ("library",)}
 #: Settings added after runs existed, with the value that reproduces the older behaviour: a run saved before a
 #: setting existed resumes as long as the setting keeps that value.
 _ADDED_LATER = {"data": {"shots_max": 4, "shots_zero_prob": 0.25, "val_shots": 3, "shots_only_prob": 0.0},

@@ -28,7 +28,7 @@ class EmbeddingTable:
             return cls(texts, load_file(str(path))["table"])
         rows = []
         for start in tqdm(range(0, len(texts), batch), desc="embed descriptions", disable=len(texts) <= batch):
-            rows.append(encoder.encode(texts[start:start + batch]))
+            rows.append(encoder.encode(texts[start:start + batch], label="training description"))  # named by its words
         table = torch.cat(rows) if rows else torch.zeros(0, encoder.spec.dim)
         if path is not None:
             from safetensors.torch import save

@@ -187,7 +187,7 @@ class GenValidator:
         self.descriptions = [t.task.description for t in self.tasks]
         self.requests = [build_request(tokenizer, t, Unit("t2l", "", t.name, d, PLAIN), settings)
                          for t, d in zip(self.tasks, self.descriptions)]
-        self.embeddings = encoder.encode(self.descriptions)  # (tasks, D): the encoder is frozen
+        self.embeddings = encoder.encode(self.descriptions, label="validation task description")  # frozen encoder
         self.examples = self._task_examples(cfg.shots)
         self.log = GenValLog(run_dir)
         self.base: dict[str, Any] | None = None  #: the base model's summary, computed once

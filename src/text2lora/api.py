@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import functools
-
 import logging
 import os
 from pathlib import Path

@@ -40,7 +40,7 @@ class ExampleEmbeddings:
             if too_long is not None:
                 cut = too_long(missing)
                 if cut and not self.cut:
-                    i, n = cut[0]
+                    _, n = cut[0]
                     log.warning("an example text of %d tokens is longer than the encoder reads (%d): it reads the "
                                 "first %d of this and of every longer example text; not reported one by one",
                                 n, self.encoder.max_tokens, self.encoder.max_tokens)

@@ -24,30 +24,23 @@ unseen task (``scripts/make_demo_task.py``); the script prints this at the end.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import shlex
 import shutil
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from v2_side_queue import FINAL_MULTITASK_STEPS, ROOT, Step, home_dir, run_steps  # noqa: E402  (one queue runner)
+
 QUALITY = ROOT / "benchmarks" / "quality.py"
 SHIP_RULE = ROOT / "benchmarks" / "ship_rule.py"
 CLAIMS = ROOT / "benchmarks" / "claims.py"
 DOCS = ROOT / "docs" / "quality" / "v2-recipe"
-FINAL_MULTITASK_STEPS = 8000  #: the same as scripts/v2_side_queue.py's: the final baseline
 SPLITS = ("validation", "test", "seen")
 PUBLISHED = ("results.md", "results.json", "results.png", "claims.md")
-
-
-@dataclass
-class Step:
-    name: str
-    command: list[str] | None  #: None: done in Python (the copy of ``publish``)
-    done: bool
 
 
 def _scored_with(report: Path, checkpoint: Path) -> bool:
@@ -103,7 +96,9 @@ def plan(home: Path, threads: int, python: str = sys.executable) -> list[Step]:
     ]
     steps += [Step(f"claims-{split}", [python, str(CLAIMS), str(report[split])], _claims_current(report[split]))
               for split in SPLITS]
-    steps += [Step(f"publish-{split}", None, _published(report[split], DOCS / "final" / split)) for split in SPLITS]
+    steps += [Step(f"publish-{split}", None, _published(report[split], DOCS / "final" / split),
+                   action=functools.partial(_publish, report[split], DOCS / "final" / split),
+                   shown=f"copy {report[split]} -> {DOCS / 'final' / split}") for split in SPLITS]
     return steps
 
 
@@ -120,28 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the scoring (default 2: by then "
                         "nothing else trains)")
     args = parser.parse_args(argv)
-    home = Path(os.environ.get("TEXT2LORA_HOME", Path.home() / ".cache" / "text2lora"))
+    home = home_dir()
     missing = preconditions(home)
     if missing and not args.dry_run:
         print("error: not ready:\n" + "\n".join(f"  - {m}" for m in missing), file=sys.stderr)
         return 2
     for m in missing:
         print(f"[wait] {m}")
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    final = home / "runs" / "bench-quality-v2-final"
-    for step in plan(home, args.threads):
-        split = step.name.removeprefix("publish-")
-        shown = shlex.join(step.command) if step.command else f"copy {final / f'report-{split}'} -> {DOCS / 'final' / split}"
-        print(f"[{'done' if step.done else 'todo'}] {step.name}: {shown}", flush=True)
-        if step.done or args.dry_run:
-            continue
-        if step.command is None:
-            _publish(final / f"report-{split}", DOCS / "final" / split)
-            continue
-        rc = subprocess.call(step.command, cwd=ROOT, env=env)
-        if rc != 0:
-            print(f"error: {step.name} exited with {rc}; rerun this script to resume", file=sys.stderr)
-            return rc
+    rc = run_steps(plan(home, args.threads), {**os.environ, "OMP_NUM_THREADS": str(args.threads)}, args.dry_run)
+    if rc != 0:
+        return rc
     if not args.dry_run:
         decision = json.loads((DOCS / "ship-decision" / "ship-decision.json").read_text())
         print("\nship decision:", "SHIP the candidate" if decision["ship"] else "keep the shipped checkpoint")

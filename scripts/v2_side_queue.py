@@ -30,6 +30,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +45,39 @@ FINAL_MULTITASK_STEPS = 8000  #: the long run's 64,000 examples at batch 8 (issu
 @dataclass
 class Step:
     name: str
-    command: list[str] | None  #: None: a copy, done in Python
+    command: list[str] | None  #: None: ``action`` runs in Python instead
     done: bool
+    action: Callable[[], None] | None = None
+    shown: str = ""  #: what ``action`` does, for the listing
+
+
+def home_dir() -> Path:
+    return Path(os.environ.get("TEXT2LORA_HOME", Path.home() / ".cache" / "text2lora"))
+
+
+def run_steps(steps: list[Step], env: dict[str, str], dry_run: bool) -> int:
+    """List each step as done or todo and, unless ``dry_run``, run those to do in order; stop at the first failing
+    command (its exit status), since a rerun resumes there. Shared with ``scripts/v2_finish.py``."""
+    for step in steps:
+        print(f"[{'done' if step.done else 'todo'}] {step.name}: {shlex.join(step.command) if step.command else step.shown}",
+              flush=True)
+        if step.done or dry_run:
+            continue
+        if step.command is None:
+            step.action()
+            continue
+        rc = subprocess.call(step.command, cwd=ROOT, env=env)
+        if rc != 0:
+            print(f"error: {step.name} exited with {rc}; rerun this script to resume", file=sys.stderr)
+            return rc
+    return 0
+
+
+def _copy_atomically(src: Path, dest: Path) -> None:
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, symlinks=True)
+    tmp.rename(dest)
 
 
 def _stage_done(work: Path, stage: str) -> bool:
@@ -66,7 +98,8 @@ def plan(home: Path, python: str = sys.executable) -> list[Step]:
              _stage_done(shared, "t2l-recon")),
         Step("shipped-validation", q + ["--split", "validation", "--work", str(shipped), "--methods", "t2l"],
              (shipped / "report-validation" / "results.json").is_file()),
-        Step("final-copy", None, final.is_dir()),
+        Step("final-copy", None, final.is_dir(), action=lambda: _copy_atomically(shared, final),
+             shown=f"cp -a {shared} {final}"),
         Step("final-validation", q + ["--split", "validation", "--work", str(final), "--multitask-steps",
                                       str(FINAL_MULTITASK_STEPS), "--methods", "base,desc-prompt,icl3,multitask-lora"],
              _stage_done(final, "lora:_multitask") and _multitask_steps(final) == FINAL_MULTITASK_STEPS
@@ -86,30 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="print each step and whether it is done; run nothing")
     args = parser.parse_args(argv)
-    home = Path(os.environ.get("TEXT2LORA_HOME", Path.home() / ".cache" / "text2lora"))
+    home = home_dir()
     shared = home / "runs" / "bench-quality-v2"
     if not (shared / "lora-library" / "_multitask" / "adapter_config.json").is_file():
         print(f"error: no v2 multi-task LoRA in {shared}: run `python benchmarks/quality.py --scale v2 --work "
               f"{shared} --only lora:_multitask` first (docs/quality/v2-recipe/README.md)", file=sys.stderr)
         return 2
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for step in plan(home):
-        shown = shlex.join(step.command) if step.command else f"cp -a {shared} {home / 'runs' / 'bench-quality-v2-final'}"
-        print(f"[{'done' if step.done else 'todo'}] {step.name}: {shown}", flush=True)
-        if step.done or args.dry_run:
-            continue
-        if step.command is None:
-            tmp = home / "runs" / "bench-quality-v2-final.partial"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(shared, tmp, symlinks=True)
-            tmp.rename(home / "runs" / "bench-quality-v2-final")
-            continue
-        rc = subprocess.call(step.command, cwd=ROOT, env=env)
-        if rc != 0:
-            print(f"error: {step.name} exited with {rc}; rerun this script to resume", file=sys.stderr)
-            return rc
-    return 0
-
+    return run_steps(plan(home), {**os.environ, "OMP_NUM_THREADS": "1"}, args.dry_run)
 
 if __name__ == "__main__":
     sys.exit(main())

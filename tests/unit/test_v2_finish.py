@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def _ready(runs: Path) -> None:
 
 def test_refuses_to_start_until_the_long_run_and_the_side_queue_are_done(world, monkeypatch, capsys):
     script, runs = world
-    monkeypatch.setattr(script.subprocess, "call", lambda *a, **k: pytest.fail("nothing may run"))
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("nothing may run"))
     assert script.main([]) == 2
     err = capsys.readouterr().err
     assert "long run has not finished" in err and "shipped checkpoint's validation report" in err
@@ -70,7 +71,7 @@ def test_steps_run_in_plan_order_and_a_rerun_runs_nothing(world, monkeypatch, ca
             (Path(command[2]) / "claims.md").write_text("claims\n")
         return 0
 
-    monkeypatch.setattr(script.subprocess, "call", fake_call)
+    monkeypatch.setattr(subprocess, "call", fake_call)
     assert script.main([]) == 0
     kinds = [(Path(c[1]).name, c[c.index("--split") + 1] if "--split" in c else None) for c in calls]
     assert kinds == [("quality.py", "validation"), ("ship_rule.py", None), ("quality.py", "test"),

@@ -113,7 +113,9 @@ class SentenceTransformerEncoder:
         for i, t in enumerate(texts):
             if len(t) < self.max_tokens - 2:  # a token spans at least one character: cannot be too long
                 continue
-            n = len(self.model.tokenizer(t, add_special_tokens=True)["input_ids"])
+            # verbose=False: counting is the point here, so transformers' own "too long ... indexing errors"
+            # warning (untrue: encode() truncates) must not reach the user beside ours
+            n = len(self.model.tokenizer(t, add_special_tokens=True, verbose=False)["input_ids"])
             if n > self.max_tokens:
                 out.append((i, n))
         return out

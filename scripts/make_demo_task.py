@@ -14,22 +14,22 @@ import json
 from pathlib import Path
 
 from text2lora.data.library import TaskLibrary
+from text2lora.errors import Text2LoraError
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "text2lora" / "demo_task.json"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", required=True)
-    parser.add_argument("--n", type=int, default=6)
-    parser.add_argument("--library", default=None)
-    args = parser.parse_args()
-    lib = TaskLibrary.load(args.library)
-    task = lib.task(args.task)
+def build(task_name: str, n: int = 6, library: str | None = None) -> dict:
+    """The demo task file's content for ``task_name`` (an unseen task of the library): its first ``n`` test
+    instances. ValueError for a seen task or one with no test instances."""
+    lib = TaskLibrary.load(library)
+    task = lib.task(task_name)
     if task.split != "unseen":
-        raise SystemExit(f"{task.name} is a {task.split} task; the demo task must be unseen")
-    instances = lib.instances(task.name, "test")[: args.n]
-    data = {
+        raise ValueError(f"{task.name} is a {task.split} task; the demo task must be unseen")
+    instances = lib.instances(task.name, "test")[:n]
+    if not instances:
+        raise ValueError(f"{task.name} has no test instances")
+    return {
         "task": task.name,
         "split": task.split,
         "metric": task.metric,
@@ -38,8 +38,24 @@ def main() -> None:
         "description": task.description,
         "instances": [inst.to_json() for inst in instances],
     }
-    OUT.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    print(f"wrote {OUT}: {task.name}, {len(instances)} instances")
+
+
+def write(data: dict, out: Path = OUT) -> Path:
+    out.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {out}: {data['task']}, {len(data['instances'])} instances")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--n", type=int, default=6)
+    parser.add_argument("--library", default=None)
+    args = parser.parse_args()
+    try:
+        write(build(args.task, args.n, args.library))
+    except (ValueError, Text2LoraError) as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ final baseline and never retrained at 800 steps) and with the long run's ``best/
 5. ``claims``: ``benchmarks/claims.py`` on each of the three reports;
 6. ``publish``: each report and its claims copied into ``docs/quality/v2-recipe/final/<split>/``.
 
-Shipping itself stays a person's step: if the decision says ship, copy ``best/`` into
-``src/text2lora/checkpoints/default``, rewrite its model card from the test report, and pick ``make demo``'s
-unseen task (``scripts/make_demo_task.py``); the script prints this at the end.
+Shipping itself stays a person's step, one command: if the decision says ship, ``scripts/ship_checkpoint.py``
+copies ``best/`` into ``src/text2lora/checkpoints/default`` with a model card made from the reports and picks
+``make demo``'s unseen task from the validation report; the script prints the command at the end.
 """
 
 from __future__ import annotations
@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         decision = json.loads((DOCS / "ship-decision" / "ship-decision.json").read_text())
         print("\nship decision:", "SHIP the candidate" if decision["ship"] else "keep the shipped checkpoint")
         if decision["ship"]:
-            print(f"next, by hand: copy {home / 'runs' / 'sft-v2' / 'best'} into src/text2lora/checkpoints/default "
-                  "(at most 40 MB), rewrite its README.md from docs/quality/v2-recipe/final/test, and choose make "
-                  "demo's unseen task from the validation report (scripts/make_demo_task.py)")
+            print(f"next: python scripts/ship_checkpoint.py --checkpoint {home / 'runs' / 'sft-v2' / 'best'} "
+                  "--seen docs/quality/v2-recipe/final/seen --dry-run, then again without --dry-run, `make demo`, "
+                  "and commit")
         print("commit docs/quality/v2-recipe/final and ship-decision, then write the issues' notes from claims.md")
     return 0
 

@@ -78,7 +78,10 @@ def check_decision(decision_dir: Path) -> dict:
     path = decision_dir / "ship-decision.json"
     if not path.is_file():
         raise ShipError(f"no ship decision at {path}: run `python scripts/v2_finish.py` first")
-    decision = json.loads(path.read_text())
+    try:
+        decision = json.loads(path.read_text())
+    except ValueError as e:
+        raise ShipError(f"{path} is not JSON: {e}") from None
     if not decision.get("ship"):
         failed = [r["rule"] for r in decision.get("rules", []) if r.get("verdict") != "holds"]
         raise ShipError("the ship rule said keep the shipped checkpoint (" + "; ".join(failed) + "): nothing shipped")
@@ -196,8 +199,9 @@ def model_card(meta, size: int, n_params: int, decision: dict, test: dict, seen:
     lines += ["", f"`make demo` runs it on `{demo_task}`, an unseen task chosen on the validation report by "
               "`scripts/ship_checkpoint.py`'s rule (the adapter right on at least half the instances, rarely echoing "
               "the input, well ahead of the base model).", "",
-              "License: the weights are ours (the project's license); the training data's licences are listed per "
-              "task in the task library (`text2lora data list`)."]
+              "License: the weights are ours (the project's license). The training tasks are BIG-bench and Natural "
+              "Instructions v1 (Apache-2.0) and the openai/evals registry (MIT); `text2lora data show TASK` gives "
+              "each task's."]
     return "\n".join(lines) + "\n"
 
 

@@ -121,6 +121,7 @@ def test_dry_run_writes_nothing(world):
 
 @pytest.mark.parametrize("spoil, message", [
     ("keep", "said keep the shipped checkpoint"),
+    ("bad-json", "is not JSON"),
     ("other-report", "its figures are another checkpoint's"),
     ("too-big", "at most"),
     ("untrained", "untrained"),
@@ -131,6 +132,8 @@ def test_refuses_and_leaves_everything_as_it_was(world, capsys, spoil, message, 
     if spoil == "keep":
         (decision / "ship-decision.json").write_text(json.dumps(
             {"ship": False, "rules": [{"rule": "2. >= shipped + 2", "verdict": "DOES NOT HOLD", "figures": ""}]}))
+    elif spoil == "bad-json":
+        (decision / "ship-decision.json").write_text("{ship: yes")
     elif spoil == "other-report":
         results = json.loads((report / "results.json").read_text())
         results["methods"][1]["path"] = str(tmp / "another")

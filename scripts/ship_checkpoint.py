@@ -29,10 +29,12 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "quality" / "v2-recipe"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import make_demo_task  # noqa: E402
+from v2_finish import DOCS, ROOT, scored  # noqa: E402  (the queue's own "this report scored that checkpoint")
+
 DEST = ROOT / "src" / "text2lora" / "checkpoints" / "default"
-DEMO = ROOT / "src" / "text2lora" / "demo_task.json"
 MAX_BYTES = 40_000_000  #: issue 16: "safetensors, at most 40 MB"
 
 #: how the model card names a report column; columns not listed keep their label
@@ -59,19 +61,18 @@ class ShipError(Exception):
     pass
 
 
-def _results(report: Path) -> dict:
+def _report_of(report: Path, checkpoint: Path) -> dict:
+    """``report``'s results, which must have scored ``checkpoint`` as its T2L."""
     path = report / "results.json"
     try:
-        return json.loads(path.read_text())
+        results = json.loads(path.read_text())
     except FileNotFoundError:
         raise ShipError(f"no report at {report} (no results.json)") from None
     except ValueError as e:
         raise ShipError(f"{path} is not JSON: {e}") from None
-
-
-def scored_checkpoint(results: dict, checkpoint: Path) -> bool:
-    paths = [m.get("path") for m in results.get("methods", []) if m.get("kind") == "t2l"]
-    return any(p is not None and Path(p).resolve() == checkpoint.resolve() for p in paths)
+    if not scored(results, checkpoint):
+        raise ShipError(f"{report} did not score {checkpoint} as t2l: its figures are another checkpoint's")
+    return results
 
 
 def check_decision(decision_dir: Path) -> dict:
@@ -212,24 +213,9 @@ def ship(args: argparse.Namespace) -> int:
 
     decision = check_decision(args.decision)
     net, meta, size = check_checkpoint(args.checkpoint)
-    test = _results(args.report)
-    if not scored_checkpoint(test, args.checkpoint):
-        raise ShipError(f"{args.report} did not score {args.checkpoint} as t2l: its figures are another checkpoint's")
-    seen = None
-    if args.seen:
-        seen = _results(args.seen)
-        if not scored_checkpoint(seen, args.checkpoint):
-            raise ShipError(f"{args.seen} did not score {args.checkpoint} as t2l")
-    if args.demo_task:
-        demo_task = args.demo_task
-    else:
-        validation = _results(args.demo_from)
-        if not scored_checkpoint(validation, args.checkpoint):
-            raise ShipError(f"{args.demo_from} did not score {args.checkpoint} as t2l")
-        demo_task = pick_demo_task(validation)
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import make_demo_task
-
+    test = _report_of(args.report, args.checkpoint)
+    seen = _report_of(args.seen, args.checkpoint) if args.seen else None
+    demo_task = args.demo_task or pick_demo_task(_report_of(args.demo_from, args.checkpoint))
     try:
         demo = make_demo_task.build(demo_task, n=args.demo_n, library=args.library)
     except (ValueError, Text2LoraError) as e:  # a seen or unknown task, no library
@@ -245,7 +231,7 @@ def ship(args: argparse.Namespace) -> int:
     print(card)
     print(f"demo task: {demo_task}")
     if args.dry_run:
-        print(f"(dry run: nothing written; would replace {args.dest} and {DEMO})")
+        print(f"(dry run: nothing written; would replace {args.dest} and {args.demo_out})")
         return 0
     with atomic_dir(args.dest) as tmp:
         shutil.copyfile(args.checkpoint / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
@@ -272,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the validation report the demo task is chosen from")
     parser.add_argument("--demo-task", default=None, help="the demo task, instead of the rule's choice")
     parser.add_argument("--demo-n", type=int, default=6, help="instances in the demo task file")
-    parser.add_argument("--demo-out", type=Path, default=DEMO, help=argparse.SUPPRESS)
+    parser.add_argument("--demo-out", type=Path, default=make_demo_task.OUT, help=argparse.SUPPRESS)
     parser.add_argument("--library", default=None, help="the task library (default: $TEXT2LORA_HOME/library)")
     parser.add_argument("--dry-run", action="store_true", help="check and print the card; write nothing")
     args = parser.parse_args(argv)

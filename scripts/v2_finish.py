@@ -43,14 +43,20 @@ SPLITS = ("validation", "test", "seen")
 PUBLISHED = ("results.md", "results.json", "results.png", "claims.md")
 
 
+def scored(results: dict, checkpoint: Path) -> bool:
+    """Whether a report's ``results`` scored ``checkpoint`` as its T2L (a report of another checkpoint is not it).
+    Shared with ``scripts/ship_checkpoint.py``."""
+    paths = [m.get("path") for m in results.get("methods", []) if m.get("kind") == "t2l"]
+    return any(p is not None and Path(p).resolve() == checkpoint.resolve() for p in paths)
+
+
 def _scored_with(report: Path, checkpoint: Path) -> bool:
-    """Whether ``report`` exists and scored ``checkpoint`` as its T2L (a report of another checkpoint is not it)."""
+    """Whether ``report`` exists and scored ``checkpoint`` as its T2L."""
     try:
         results = json.loads((report / "results.json").read_text())
     except (OSError, ValueError):
         return False
-    paths = [m.get("path") for m in results.get("methods", []) if m.get("kind") == "t2l"]
-    return any(p is not None and Path(p).resolve() == checkpoint.resolve() for p in paths)
+    return scored(results, checkpoint)
 
 
 def _claims_current(report: Path) -> bool:

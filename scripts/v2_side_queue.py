@@ -127,5 +127,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return run_steps(plan(home), {**os.environ, "OMP_NUM_THREADS": "1"}, args.dry_run)
 
+
 if __name__ == "__main__":
     sys.exit(main())

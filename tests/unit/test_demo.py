@@ -1,6 +1,7 @@
 """`text2lora demo`: the bundled demo task, a library task on a tiny chat model end to end, and user mistakes."""
 
 import json
+import re
 from importlib import resources
 
 import pytest
@@ -51,6 +52,7 @@ def test_demo_on_a_library_task_end_to_end(setup, tmp_path, capsys):
     assert "example 2/2" in out and "example 3/" not in out
     assert out.count("[exact match") == 4  # base and adapted, for each of the 2 inputs
     assert "with the generated adapter" in out
+    assert re.search(r"adapter generated in \d+ ms \(.*loading the encoder took \d+\.\d s more", " ".join(out.split()))
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
 
 

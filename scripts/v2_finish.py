@@ -4,7 +4,8 @@
     python scripts/v2_finish.py [--threads 2]  # run what is left, in order
 
 It starts only when the long run has finished (``runs/sft-v2/summary.json``) and the side queue has made the
-shipped checkpoint's validation report and the final baselines (``scripts/v2_side_queue.py``). Then, in the final
+shipped checkpoint's validation report and scored the final baselines on every side (``scripts/v2_side_queue.py``),
+so that nothing here runs beside it in the same work dir. Then, in the final
 work dir (``runs/bench-quality-v2-final``, always with ``--multitask-steps 8000`` so its multi-task LoRA is the
 final baseline and never retrained at 800 steps) and with the long run's ``best/`` as the T2L checkpoint:
 
@@ -33,7 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from v2_side_queue import FINAL_MULTITASK_STEPS, ROOT, Step, home_dir, run_steps  # noqa: E402  (one queue runner)
+from v2_side_queue import (  # noqa: E402  (one queue runner)
+    FINAL_MULTITASK_STEPS, ROOT, Step, baselines_scored, home_dir, run_steps)
 
 QUALITY = ROOT / "benchmarks" / "quality.py"
 SHIP_RULE = ROOT / "benchmarks" / "ship_rule.py"
@@ -78,8 +80,9 @@ def preconditions(home: Path) -> list[str]:
                        "`python scripts/v2_long_run.py` resumes it")
     if not (runs / "bench-quality-v2-shipped" / "report-validation" / "results.json").is_file():
         missing.append("the shipped checkpoint's validation report: `python scripts/v2_side_queue.py`")
-    if not (runs / "bench-quality-v2-final" / "report-validation" / "results.json").is_file():
-        missing.append("the final baselines' validation report: `python scripts/v2_side_queue.py`")
+    for split in SPLITS:
+        if not baselines_scored(runs / "bench-quality-v2-final", split):
+            missing.append(f"the final baselines' {split} scores: `python scripts/v2_side_queue.py`")
     return missing
 
 

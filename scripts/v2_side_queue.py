@@ -15,7 +15,12 @@ picks up where it stopped (finished stages are cached, a training stage resumes 
    800-step multi-task LoRA the long run reads as ``init_lora``;
 5. ``final-validation``: there, the final multi-task LoRA baseline (up to 8,000 steps, early stopping: issue 16
    item 4), then base, desc-prompt, icl3 and that LoRA scored on the validation tasks, cached for the candidate's
-   report (the test side is scored once, after the ship decision).
+   report;
+6. ``final-test-baselines`` and ``final-seen-baselines``: the same baselines (and, on the seen side, the per-task
+   LoRAs and T2L-recon) scored on the test and seen tasks into the final work dir's score cache, so that
+   ``scripts/v2_finish.py`` has only the long run's checkpoint left to score there. No decision reads these scores:
+   the ship rule reads the validation report only, and T2L itself meets the test split once, after the decision
+   (PLAN.md, "Amendment, 2026-12-03").
 
 Each runs with one torch thread; output goes to ``$TEXT2LORA_HOME/logs/side-queue.log`` when started in the
 background (`nohup python scripts/v2_side_queue.py > $TEXT2LORA_HOME/logs/side-queue.log 2>&1 &`).
@@ -40,6 +45,10 @@ sys.path.insert(0, str(QUALITY.parent))
 
 from stages import StageRunner  # noqa: E402  (the stage records quality.py writes, read the way it reads them)
 FINAL_MULTITASK_STEPS = 8000  #: the long run's 64,000 examples at batch 8 (issue 16 item 4)
+#: What the side queue scores on each side before the long run ends: everything but T2L (quality.py's method names).
+BASELINES = {"validation": ("base", "desc-prompt", "icl3", "multitask-lora"),
+             "test": ("base", "desc-prompt", "icl3", "multitask-lora"),
+             "seen": ("base", "multitask-lora", "task-lora", "t2l-recon")}
 
 
 @dataclass
@@ -100,11 +109,31 @@ def plan(home: Path, python: str = sys.executable) -> list[Step]:
              (shipped / "report-validation" / "results.json").is_file()),
         Step("final-copy", None, final.is_dir(), action=lambda: _copy_atomically(shared, final),
              shown=f"cp -a {shared} {final}"),
-        Step("final-validation", q + ["--split", "validation", "--work", str(final), "--multitask-steps",
-                                      str(FINAL_MULTITASK_STEPS), "--methods", "base,desc-prompt,icl3,multitask-lora"],
-             _stage_done(final, "lora:_multitask") and _multitask_steps(final) == FINAL_MULTITASK_STEPS
-             and (final / "report-validation" / "results.json").is_file()),
+        *(Step(name, q + ["--split", split, "--work", str(final), "--multitask-steps", str(FINAL_MULTITASK_STEPS),
+                          "--methods", ",".join(BASELINES[split])],
+               _final_multitask_done(final) and baselines_scored(final, split))
+          for name, split in (("final-validation", "validation"), ("final-test-baselines", "test"),
+                              ("final-seen-baselines", "seen"))),
     ]
+
+
+def _final_multitask_done(final: Path) -> bool:
+    return _stage_done(final, "lora:_multitask") and _multitask_steps(final) == FINAL_MULTITASK_STEPS
+
+
+def baselines_scored(final: Path, split: str) -> bool:
+    """Whether the final work dir's ``split`` report has every baseline of that side, made with its final
+    multi-task LoRA (a report older than that LoRA scored another one). Shared with ``scripts/v2_finish.py``."""
+    results = final / f"report-{split}" / "results.json"
+    lora = final / "lora-library" / "_multitask" / "adapter_model.safetensors"
+    if not results.is_file():
+        return False
+    try:
+        names = {m.get("name") for m in json.loads(results.read_text()).get("methods", [])}
+    except (OSError, ValueError, AttributeError):
+        return False
+    fresh = not lora.is_file() or results.stat().st_mtime >= lora.stat().st_mtime
+    return fresh and set(BASELINES[split]) <= names
 
 
 def _multitask_steps(work: Path) -> int | None:

@@ -25,9 +25,13 @@ def world(tmp_path, monkeypatch):
     return script, runs
 
 
-def _report(report: Path, t2l: Path | None) -> None:
+#: Every baseline any side scores (quality.py's method names); a full report has them beside T2L.
+BASELINES = ("base", "desc-prompt", "icl3", "multitask-lora", "task-lora", "t2l-recon")
+
+
+def _report(report: Path, t2l: Path | None, baselines=BASELINES) -> None:
     report.mkdir(parents=True, exist_ok=True)
-    methods = [{"name": "base"}] + ([{"name": "t2l", "kind": "t2l", "path": str(t2l)}] if t2l else [])
+    methods = [{"name": b} for b in baselines] + ([{"name": "t2l", "kind": "t2l", "path": str(t2l)}] if t2l else [])
     (report / "results.json").write_text(json.dumps({"methods": methods}))
     (report / "results.md").write_text(f"# {report.name}\n")
 
@@ -35,7 +39,8 @@ def _report(report: Path, t2l: Path | None) -> None:
 def _ready(runs: Path) -> None:
     (runs / "sft-v2" / "summary.json").write_text("{}")
     _report(runs / "bench-quality-v2-shipped" / "report-validation", Path("/shipped"))
-    _report(runs / "bench-quality-v2-final" / "report-validation", None)  # the side queue's: baselines only
+    for split in ("validation", "test", "seen"):  # the side queue's: baselines only
+        _report(runs / "bench-quality-v2-final" / f"report-{split}", None)
 
 
 def test_refuses_to_start_until_the_long_run_and_the_side_queue_are_done(world, monkeypatch, capsys):
@@ -79,7 +84,7 @@ def test_steps_run_in_plan_order_and_a_rerun_runs_nothing(world, monkeypatch, ca
     docs = script.DOCS / "final"
     for split in ("validation", "test", "seen"):
         assert (docs / split / "claims.md").read_text() == "claims\n"
-        assert json.loads((docs / split / "results.json").read_text())["methods"][1]["path"] == str(best)
+        assert json.loads((docs / split / "results.json").read_text())["methods"][-1]["path"] == str(best)
     assert "keep the shipped checkpoint" in capsys.readouterr().out
 
     calls.clear()
@@ -92,6 +97,16 @@ def test_steps_run_in_plan_order_and_a_rerun_runs_nothing(world, monkeypatch, ca
     assert script.main([]) == 0
     assert calls == [[calls[0][0], str(script.CLAIMS), str(final / "report-test")]]
     assert (docs / "test" / "results.md").read_text() == "# rescored\n"
+
+
+def test_waits_for_the_side_queue_to_score_every_sides_baselines(world, monkeypatch, capsys):
+    script, runs = world
+    _ready(runs)
+    _report(runs / "bench-quality-v2-final" / "report-seen", None, ("base", "multitask-lora"))  # still scoring
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("nothing may run"))
+    assert script.main([]) == 2
+    err = capsys.readouterr().err
+    assert "final baselines' seen scores" in err and "validation scores" not in err and "test scores" not in err
 
 
 def test_a_report_of_another_checkpoint_is_not_the_candidates(world):

@@ -48,10 +48,15 @@ def test_steps_run_in_order_and_done_ones_are_skipped(home, monkeypatch, capsys)
     monkeypatch.setattr(script.subprocess, "call", fake_call)
     assert script.main([]) == 0
     names = [c[c.index("--work") + 1].rsplit("/", 1)[-1] for c in calls]
-    assert names == ["bench-quality-v2", "bench-quality-v2", "bench-quality-v2-shipped", "bench-quality-v2-final"]
+    assert names == ["bench-quality-v2", "bench-quality-v2", "bench-quality-v2-shipped"] + ["bench-quality-v2-final"] * 3
     assert calls[0][-2:] == ["--only", "lora:"] and calls[1][-2:] == ["--only", "t2l-recon"]
     assert calls[2][-2:] == ["--methods", "t2l"]
-    assert calls[3][calls[3].index("--multitask-steps") + 1] == "8000"
+    final_calls = {c[c.index("--split") + 1]: c for c in calls[3:]}
+    assert list(final_calls) == ["validation", "test", "seen"]  # the final baselines, validation first
+    for split, c in final_calls.items():
+        assert c[c.index("--multitask-steps") + 1] == "8000" and "--t2l-checkpoint" not in c
+        assert c[c.index("--methods") + 1].split(",") == list(script.BASELINES[split])
+    assert "t2l" not in ",".join(script.BASELINES["test"]).split(",")  # T2L meets the test split only in v2_finish
     final = home / "runs" / "bench-quality-v2-final"
     assert (final / "lora-library" / "_multitask" / "adapter_config.json").is_file()  # the copy
     assert not (home / "runs" / "bench-quality-v2-final.partial").exists()
@@ -62,12 +67,40 @@ def test_steps_run_in_order_and_done_ones_are_skipped(home, monkeypatch, capsys)
     (final / "configs").mkdir()
     (final / "configs" / "lora-multitask.yaml").write_text(yaml.safe_dump({"loop": {"steps": 8000}}))
     _done(final, "lora:_multitask")
-    (final / "report-validation").mkdir()
-    (final / "report-validation" / "results.json").write_text("{}")
+    for split in ("validation", "test", "seen"):
+        _baselines_report(final, split, script.BASELINES[split])
     calls.clear()
     capsys.readouterr()
     assert script.main([]) == 0 and calls == []
-    assert capsys.readouterr().out.count("[done]") == 5
+    assert capsys.readouterr().out.count("[done]") == 7
+
+
+def _baselines_report(final: Path, split: str, names) -> Path:
+    report = final / f"report-{split}"
+    report.mkdir(parents=True, exist_ok=True)
+    (report / "results.json").write_text(json.dumps({"methods": [{"name": n} for n in names]}))
+    return report / "results.json"
+
+
+def test_a_side_is_scored_only_with_all_its_baselines_and_the_final_lora(home):
+    import os
+
+    script = load_script("scripts/v2_side_queue.py")
+    final = home / "runs" / "bench-quality-v2-final"
+    (final / "configs").mkdir(parents=True)
+    (final / "configs" / "lora-multitask.yaml").write_text(yaml.safe_dump({"loop": {"steps": 8000}}))
+    _done(final, "lora:_multitask")
+    lora = final / "lora-library" / "_multitask" / "adapter_model.safetensors"
+    lora.parent.mkdir(parents=True)
+    lora.write_bytes(b"final")
+    _baselines_report(final, "validation", script.BASELINES["validation"])
+    _baselines_report(final, "test", ("base", "desc-prompt"))  # icl3 and the LoRA missing
+    old = _baselines_report(final, "seen", script.BASELINES["seen"])
+    os.utime(old, (lora.stat().st_mtime - 60,) * 2)  # made before the final LoRA: it scored another
+    steps = {s.name: s.done for s in script.plan(home, sys.executable)}
+    assert steps["final-validation"] and not steps["final-test-baselines"] and not steps["final-seen-baselines"]
+    (final / "report-test" / "results.json").write_text("not json")
+    assert not script.baselines_scored(final, "test")
 
 
 def test_an_800_step_lora_in_the_final_dir_is_not_the_final_baseline(home):

@@ -20,7 +20,7 @@ picks up where it stopped (finished stages are cached, a training stage resumes 
    LoRAs and T2L-recon) scored on the test and seen tasks into the final work dir's score cache, so that
    ``scripts/v2_finish.py`` has only the long run's checkpoint left to score there. No decision reads these scores:
    the ship rule reads the validation report only, and T2L itself meets the test split once, after the decision
-   (PLAN.md, "Amendment, 2026-12-03").
+   (PLAN.md, "Fourth amendment").
 
 Each runs with one torch thread; output goes to ``$TEXT2LORA_HOME/logs/side-queue.log`` when started in the
 background (`nohup python scripts/v2_side_queue.py > $TEXT2LORA_HOME/logs/side-queue.log 2>&1 &`).

@@ -29,6 +29,13 @@ def _done(work: Path, stage: str) -> None:
     (work / "stages" / f"{stage.replace(':', '_')}.json").write_text(json.dumps({"status": "done"}))
 
 
+def _multitask_trained(final: Path, steps: int) -> None:
+    """The final work dir's multi-task LoRA stage, done with a config of ``steps`` steps."""
+    (final / "configs").mkdir(parents=True, exist_ok=True)
+    (final / "configs" / "lora-multitask.yaml").write_text(yaml.safe_dump({"loop": {"steps": steps}}))
+    _done(final, "lora:_multitask")
+
+
 def test_steps_run_in_order_and_done_ones_are_skipped(home, monkeypatch, capsys):
     script = load_script("scripts/v2_side_queue.py")
     shared = home / "runs" / "bench-quality-v2"
@@ -64,9 +71,7 @@ def test_steps_run_in_order_and_done_ones_are_skipped(home, monkeypatch, capsys)
     # everything reported done: nothing runs again
     (home / "runs" / "bench-quality-v2-shipped" / "report-validation").mkdir(parents=True)
     (home / "runs" / "bench-quality-v2-shipped" / "report-validation" / "results.json").write_text("{}")
-    (final / "configs").mkdir()
-    (final / "configs" / "lora-multitask.yaml").write_text(yaml.safe_dump({"loop": {"steps": 8000}}))
-    _done(final, "lora:_multitask")
+    _multitask_trained(final, 8000)
     for split in ("validation", "test", "seen"):
         _baselines_report(final, split, script.BASELINES[split])
     calls.clear()
@@ -87,9 +92,7 @@ def test_a_side_is_scored_only_with_all_its_baselines_and_the_final_lora(home):
 
     script = load_script("scripts/v2_side_queue.py")
     final = home / "runs" / "bench-quality-v2-final"
-    (final / "configs").mkdir(parents=True)
-    (final / "configs" / "lora-multitask.yaml").write_text(yaml.safe_dump({"loop": {"steps": 8000}}))
-    _done(final, "lora:_multitask")
+    _multitask_trained(final, 8000)
     lora = final / "lora-library" / "_multitask" / "adapter_model.safetensors"
     lora.parent.mkdir(parents=True)
     lora.write_bytes(b"final")
@@ -106,9 +109,7 @@ def test_a_side_is_scored_only_with_all_its_baselines_and_the_final_lora(home):
 def test_an_800_step_lora_in_the_final_dir_is_not_the_final_baseline(home):
     script = load_script("scripts/v2_side_queue.py")
     final = home / "runs" / "bench-quality-v2-final"
-    (final / "configs").mkdir(parents=True)
-    (final / "configs" / "lora-multitask.yaml").write_text(yaml.safe_dump({"loop": {"steps": 800}}))
-    _done(final, "lora:_multitask")
+    _multitask_trained(final, 800)
     (final / "report-validation").mkdir()
     (final / "report-validation" / "results.json").write_text("{}")
     steps = {s.name: s.done for s in script.plan(home, sys.executable)}

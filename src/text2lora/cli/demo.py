@@ -145,10 +145,9 @@ def task_examples(lib, name: str, n: int) -> list:
     from text2lora.eval.tasks import select_library_tasks
     from text2lora.examples import example_from_instance
 
-    tasks = select_library_tasks(lib, name, None, n) if lib.instances(name, "test") else []
-    if not tasks or not tasks[0].pool:
+    if not lib.instances(name, "test"):  # the demo shows the first instances of all splits: none lie outside them
         return []
-    etask = tasks[0]
+    etask = select_library_tasks(lib, name, None, n)[0]
     return [example_from_instance(i) for i in etask.shots(0, min(MAX_SHOTS, len(etask.pool)), EvalSettings().seed)]
 
 

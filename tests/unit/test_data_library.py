@@ -295,8 +295,56 @@ def test_fetch_failure_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setattr(fetch.subprocess, "run", fake_run)
     with pytest.raises(Text2LoraError) as err:
         bigbench.fetch_sdist(tmp_path, quiet=True)
-    assert str(err.value) == ("cannot download bigbench==1.0.0 with pip (is the package registry reachable?): "
-                              "ERROR: Could not find a version that satisfies the requirement bigbench==1.0.0")
+    assert str(err.value) == (
+        "cannot download bigbench==1.0.0 with pip: ERROR: Could not find a version that satisfies the requirement "
+        "bigbench==1.0.0. Is the package registry reachable? If you have bigbench-1.0.0.tar.gz (sha256 "
+        f"{bigbench.BIGBENCH_SHA256}), pass it with `text2lora data prepare --source-file PATH`, or copy it to "
+        f"{tmp_path / bigbench.BIGBENCH_SDIST}")
+
+
+def test_fetch_says_when_the_registry_does_not_serve_the_release(tmp_path, monkeypatch):
+    stderr = ("ERROR: Could not find a version that satisfies the requirement bigbench==1.0.0 (from versions: 0.0.1)\n"
+              "ERROR: No matching distribution found for bigbench==1.0.0\n")
+    monkeypatch.setattr(fetch.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", stderr))
+    with pytest.raises(Text2LoraError) as err:
+        bigbench.fetch_sdist(tmp_path, quiet=True)
+    message = str(err.value)
+    assert "\n" not in message and "(from versions: 0.0.1)" in message  # the line that says what is served
+    assert "The registry does not serve this release" in message and "--source-file PATH" in message
+
+
+def test_source_file_stands_in_for_the_download(tmp_path, monkeypatch, capsys):
+    local = tmp_path / "mine" / bigbench.BIGBENCH_SDIST
+    local.parent.mkdir()
+    local.write_bytes(b"a stand-in for the sdist")
+    pinned = {bigbench.BIGBENCH_SDIST: fetch.sha256_file(local), "evals.whl": "0" * 64}
+    cache = tmp_path / "cache"
+    assert fetch.add_local(local, pinned, cache) == cache / bigbench.BIGBENCH_SDIST
+    assert (cache / bigbench.BIGBENCH_SDIST).read_bytes() == local.read_bytes()
+
+    def no_pip(cmd, **kwargs):
+        raise AssertionError("pip must not run when the cache holds the file")
+
+    monkeypatch.setattr(fetch.subprocess, "run", no_pip)
+    got = fetch.fetch_pinned("bigbench==1.0.0", bigbench.BIGBENCH_SDIST, pinned[bigbench.BIGBENCH_SDIST],
+                             binary=False, cache_dir=cache)
+    assert got == cache / bigbench.BIGBENCH_SDIST
+    # refused before anything is copied: a missing file, another name, another release
+    other = tmp_path / "other.tar.gz"
+    other.write_bytes(b"x")
+    with pytest.raises(Text2LoraError, match="no such file"):
+        fetch.add_local(tmp_path / "nope.tar.gz", pinned, cache)
+    with pytest.raises(Text2LoraError, match=r"not a pinned task source; expected one of: bigbench-1\.0\.0\.tar\.gz, evals\.whl"):
+        fetch.add_local(other, pinned, cache)
+    local.write_bytes(b"another release")
+    with pytest.raises(Text2LoraError, match="sha256 .* expected .*a different release, or a corrupt"):
+        fetch.add_local(local, pinned, cache)
+    assert (cache / bigbench.BIGBENCH_SDIST).read_bytes() == b"a stand-in for the sdist"
+    assert sorted(p.name for p in cache.iterdir()) == [bigbench.BIGBENCH_SDIST]  # no temporary left behind
+    # the CLI: a wrong file is one clear line and exit 2, before any download
+    assert main(["data", "prepare", "--source-file", str(other), "--out", str(tmp_path / "lib"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"text2lora: error: --source-file {other}: not a pinned task source")
 
 
 def test_fetch_rejects_a_wrong_hash(tmp_path, monkeypatch):

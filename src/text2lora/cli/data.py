@@ -30,6 +30,9 @@ def prepare(
              "from the pinned bigbench sdist), evals (OpenAI's evals registry, from the pinned evals wheel).")] = "ni1,bigbench,evals",
     extra: Annotated[list[Path], typer.Option("--extra", "-e", help="More task files/directories (SNI v2, BIG-bench JSON, "
                                                                 "user JSONL); repeatable.")] = [],
+    source_file: Annotated[list[Path], typer.Option("--source-file", help="A local copy of a pinned source file, used instead of "
+        "downloading it (offline, or a release the registry no longer serves): bigbench-1.0.0.tar.gz or "
+        "evals-3.0.1.post1-py3-none-any.whl, checked by sha256; repeatable.")] = [],
     format: Annotated[str, typer.Option("--format", help="Format of --extra paths: auto, bigbench, ni1, sni, jsonl.")] = "auto",
     description: Annotated[Optional[str], typer.Option("--description", help="Description for JSONL files without a header.")] = None,
     tokenizer: Annotated[str, typer.Option(help="Tokenizer the budget is counted in.")] = _PREPARE.tokenizer,
@@ -48,10 +51,15 @@ def prepare(
 ) -> None:
     """Fetch the pinned task sources (bigbench sdist, evals wheel; never installed) and build the task library.
 
+    Without the registry, give local copies of the pinned files with --source-file (checked by sha256).
+
     --config/--set set any PrepareConfig field, the token budget under budget (e.g. --set budget.max_instances=200).
     """
-    from text2lora.data.prepare import prepare_library
+    from text2lora.data.fetch import add_local
+    from text2lora.data.prepare import PINNED_FILES, prepare_library
 
+    for path in source_file:  # into the download cache, where the fetch finds it: the build itself is unchanged
+        add_local(path, PINNED_FILES)
     data = config_data(config_file, set_)
     budget = build(ctx, Budget, data.pop("budget", None) or {}, max_prompt_tokens=max_prompt_tokens,
                    max_output_tokens=max_output_tokens, min_instances=min_instances, max_instances=max_instances,

@@ -9,12 +9,17 @@ Why a bootstrap around pip: pip >= 26 refuses any PyPI sdist that declares a dir
 bigbench 1.0.0 declares one (``bleurt @ file://...``) even though ``--no-deps`` never follows it. We only want
 the archive's data files, so the bootstrap switches that one check off for this download and calls pip's own
 ``main``. Everything else (index, cache, certificates, constraints) is pip's usual behaviour.
+
+Without the registry (offline, or a release the registry no longer serves), :func:`add_local` takes a copy of the
+same file from disk (``text2lora data prepare --source-file PATH``): it must have the pinned name and sha256, and it
+lands in the same cache, so the library built from it is the same, byte for byte.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -69,8 +74,9 @@ def fetch_pinned(requirement: str, filename: str, sha256: str, *, binary: bool, 
         got = Path(tmp) / filename
         if proc.returncode != 0 or not got.is_file():
             raise Text2LoraError(
-                f"cannot download {requirement} with pip (is the package registry reachable?): "
-                f"{_last_line(proc.stderr)}"
+                f"cannot download {requirement} with pip: {_last_line(proc.stderr)}. "
+                f"{_why(proc.stderr)}If you have {filename} (sha256 {sha256}), pass it with "
+                f"`text2lora data prepare --source-file PATH`, or copy it to {target}"
             )
         digest = sha256_file(got)
         if digest != sha256:
@@ -79,7 +85,48 @@ def fetch_pinned(requirement: str, filename: str, sha256: str, *, binary: bool, 
     return target
 
 
+def add_local(path: str | os.PathLike, pinned: dict[str, str], cache_dir: Path | None = None) -> Path:
+    """Copy a local copy of a pinned file into the download cache; return its cached path.
+
+    ``pinned`` maps each pinned file name to its sha256. The file must carry one of those names (the cache is
+    keyed by name) and that name's sha256; anything else is refused with a one-line error, before any copying.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise Text2LoraError(f"--source-file {path}: no such file")
+    if path.name not in pinned:
+        raise Text2LoraError(f"--source-file {path}: not a pinned task source; expected one of: "
+                             + ", ".join(sorted(pinned)))
+    digest = sha256_file(path)
+    if digest != pinned[path.name]:
+        raise Text2LoraError(f"--source-file {path}: sha256 {digest}, expected {pinned[path.name]} "
+                             "(a different release, or a corrupt or truncated copy)")
+    cache_dir = Path(cache_dir) if cache_dir is not None else downloads_dir()
+    target = cache_dir / path.name
+    if target.is_file() and sha256_file(target) == digest:
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(prefix=".copy-", dir=cache_dir, delete=False) as tmp:
+        pass
+    try:
+        shutil.copyfile(path, tmp.name)
+        os.replace(tmp.name, target)
+    except BaseException:
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
+    log.info("using %s for %s", path, target)
+    return target
+
+
+def _why(stderr: str) -> str:
+    """A sentence on pip's failure where it is a known one, else empty."""
+    if "No matching distribution found" in (stderr or ""):
+        return "The registry does not serve this release (it may have been removed, or the index is a partial mirror). "
+    return "Is the package registry reachable? "
+
+
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("ERROR")]
+    errors = [line for line in errors if "(from versions:" in line] or errors  # the one that says what is served
     return (errors or lines or ["pip failed without a message"])[-1]

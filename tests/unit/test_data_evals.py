@@ -172,7 +172,7 @@ def test_a_corrupt_cached_wheel_is_fetched_again(tmp_path, monkeypatch):
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found for evals\n")
 
     monkeypatch.setattr(fetch.subprocess, "run", fake_run)
-    with pytest.raises(Text2LoraError, match="cannot download evals==3.0.1.post1 with pip .*: ERROR: No matching"):
+    with pytest.raises(Text2LoraError, match="cannot download evals==3.0.1.post1 with pip: ERROR: No matching .*--source-file"):
         evals_registry.fetch_wheel(tmp_path, quiet=True)
     assert len(calls) == 1 and not cached.exists()
 

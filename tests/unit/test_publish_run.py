@@ -25,11 +25,14 @@ def test_records_and_plot_travel_checkpoints_do_not(tmp_path, script, capsys):
     (run / "gen_val.jsonl").write_text('{"step": 0, "model": "t2l", "score": 0.05}\n')
     dest = tmp_path / "docs" / "run"
     assert script.main([str(run), str(dest)]) == 0
-    assert sorted(p.name for p in dest.iterdir()) == ["gen_val.jsonl", "loss.png", "metrics.jsonl"]
+    assert sorted(p.name for p in dest.iterdir()) == ["gen_val.jsonl", "loss.png", "metrics.jsonl"]  # no per-task rows: no table
     assert (dest / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
     assert (dest / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
     assert "last step 20" in out and '"gen_score": 0.12' in out and '"gen_copy_rate": 0.25' in out
+    before = (dest / "metrics.jsonl").read_bytes()
+    assert script.main([str(dest), str(dest)]) == 0  # published records redrawn in place
+    assert (dest / "metrics.jsonl").read_bytes() == before and (dest / "loss.png").is_file()
 
 
 def test_a_directory_without_metrics_is_a_one_line_error(tmp_path, script, capsys):
@@ -55,3 +58,21 @@ def test_generation_scores_get_a_panel_of_their_own(tmp_path):
     gen = [{"step": 0, "gen_score": 0.05, "gen_copy_rate": 0.1, "gen_error": "x"},
            {"step": 30, "gen_score": 0.12, "gen_copy_rate": 0.2}]
     assert height(losses + gen, "with") > 1.4 * height(losses, "without")
+
+
+def test_per_task_table_counts_right_answers_and_leaves_silent_tasks_out(tmp_path, script):
+    def row(step, model, scores):
+        return json.dumps({"step": step, "model": model, "score": 0.0,
+                           "tasks": {t: {"n": 8, "score": v / 8} for t, v in scores.items()}}) + "\n"
+
+    gen = tmp_path / "gen_val.jsonl"
+    gen.write_text(row(0, "base", {"a": 2, "b": 0}) + row(0, "t2l", {"a": 3, "b": 0}) + row(0, "t2l+shots", {"a": 5, "b": 0})
+                   + row(250, "t2l", {"a": 4, "b": 0}) + row(250, "t2l+shots", {"a": 6, "b": 0}) + '{"step": 500, "mo')
+    table = script.per_task_table(gen).splitlines()
+    assert table[4] == "| task | n | model | 0 | 250 |"
+    assert table[6:9] == ["| a | 8 | base | 2 |  |", "| a | 8 | t2l | 3 | 4 |", "| a | 8 | t2l+shots | 5 | 6 |"]
+    assert table[-1] == "1 of 2 tasks: no right answer from any model at any step."
+    assert not any(line.startswith("| b ") for line in table)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"step": 0, "model": "base", "tasks": {"a": {"n": 8, "score": 0.25}}}\n')
+    assert script.per_task_table(empty) == ""  # nothing trained yet: no table

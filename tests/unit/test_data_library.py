@@ -364,3 +364,17 @@ def test_index_is_plain_json(tmp_path):
     assert index["format"] == 1 and {"meta", "tasks", "dropped"} <= set(index)
     line = (tmp_path / "lib" / "tasks" / "color_words.jsonl").read_text().splitlines()[0]
     assert set(json.loads(line)) == {"input", "output", "options", "answer", "split"}
+
+
+def test_prepare_without_the_bigbench_sdist_says_how_to_build_without_it(tmp_path, monkeypatch):
+    def unavailable(**kwargs):
+        raise Text2LoraError("cannot download bigbench==1.0.0 with pip: ERROR: No matching distribution")
+
+    monkeypatch.setattr(bigbench, "fetch_sdist", unavailable)
+    for sources, hint in ((["ni1", "bigbench", "evals"], "--sources evals"), (["bigbench"], "--sources none --extra DIR")):
+        with pytest.raises(Text2LoraError) as err:
+            prepare_library(PrepareConfig(out=tmp_path / "lib", sources=sources), progress=False,
+                            load_tokenizer=lambda name: tiny_chat_tokenizer())
+        assert str(err.value).startswith("cannot download bigbench==1.0.0 with pip")
+        assert str(err.value).endswith(f"; or build without BIG-bench and Natural Instructions v1: {hint}")
+    assert not (tmp_path / "lib").exists()

@@ -174,7 +174,13 @@ def prepare_library(config: PrepareConfig, *, progress: bool = True,
     """Build (or rebuild) the task library described by ``config``."""
     # downloads first: a registry problem should show before the slow steps
     if config.bigbench:
-        sources_root = bigbench.extract_tasks(bigbench.fetch_sdist(quiet=not progress), progress=progress)
+        try:
+            sdist = bigbench.fetch_sdist(quiet=not progress)
+        except Text2LoraError as e:
+            others = [s for s in config.sources if s not in ("ni1", "bigbench")]
+            hint = f"--sources {','.join(others)}" if others else "--sources none --extra DIR"
+            raise Text2LoraError(f"{e}; or build without BIG-bench and Natural Instructions v1: {hint}") from None
+        sources_root = bigbench.extract_tasks(sdist, progress=progress)
     if "evals" in config.sources:
         evals_wheel = evals_registry.fetch_wheel(quiet=not progress)
     if load_tokenizer is None:

@@ -106,20 +106,20 @@ def add_local(path: str | os.PathLike, pinned: dict[str, str], cache_dir: Path |
     if target.is_file() and sha256_file(target) == digest:
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(prefix=".copy-", dir=cache_dir, delete=False) as tmp:
-        pass
+    fd, tmp = tempfile.mkstemp(prefix=".copy-", dir=cache_dir)
+    os.close(fd)
     try:
-        shutil.copyfile(path, tmp.name)
-        os.replace(tmp.name, target)
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
     except BaseException:
-        Path(tmp.name).unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
         raise
     log.info("using %s for %s", path, target)
     return target
 
 
 def _why(stderr: str) -> str:
-    """A sentence on pip's failure where it is a known one, else empty."""
+    """A sentence on why pip failed: the registry lacks the release, or (any other failure) may be unreachable."""
     if "No matching distribution found" in (stderr or ""):
         return "The registry does not serve this release (it may have been removed, or the index is a partial mirror). "
     return "Is the package registry reachable? "

@@ -44,9 +44,9 @@ from text2lora.models.bundled import BUNDLED_BASE
 log = logging.getLogger(__name__)
 
 SOURCES = ("ni1", "bigbench", "evals")
-#: The pinned files the built-in sources come from, by name, with their sha256 (``--source-file`` takes these).
-PINNED_FILES = {bigbench.BIGBENCH_SDIST: bigbench.BIGBENCH_SHA256, evals_registry.EVALS_WHEEL: evals_registry.EVALS_SHA256}
 """Built-in task sources: Natural Instructions v1 and BIG-bench (both in the bigbench sdist), the evals registry."""
+PINNED_FILES = {bigbench.BIGBENCH_SDIST: bigbench.BIGBENCH_SHA256, evals_registry.EVALS_WHEEL: evals_registry.EVALS_SHA256}
+"""The files the built-in sources come from, by name, with their sha256 (what ``--source-file`` takes)."""
 LANGUAGE_SAMPLE = 20
 """Instances whose text joins the definition in guessing a task's language."""
 

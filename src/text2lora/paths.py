@@ -11,9 +11,9 @@ import secrets
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from text2lora.errors import Text2LoraError
 
@@ -186,6 +186,16 @@ def remove_stale_temporaries(parent: str | os.PathLike, names: Iterable[str] | N
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename; the file's mode follows the umask."""
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_copy_file(src: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Copy the file ``src`` to ``path`` as :func:`atomic_write_bytes` writes (streamed: never all in memory)."""
+    with open(src, "rb") as source:
+        _atomic_write(path, lambda f: shutil.copyfileobj(source, f, 1 << 20))
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     path = check_out_path(path)
     parent = _check_parent_writable(path)
     try:
@@ -194,7 +204,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise Text2LoraError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         try:

@@ -17,7 +17,7 @@ import torch
 
 from tests.hub_cache import auto_peft_logits, link_into_hub_cache, offline_env
 from text2lora.models import bundled
-from text2lora.paths import atomic_dir, atomic_write_bytes, write_json
+from text2lora.paths import atomic_copy_file, atomic_dir, atomic_write_bytes, write_json
 
 HUB_ID = "tiny-org/tiny-llama"
 
@@ -88,6 +88,17 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask):
     assert _mode(tmp_path / "private") == 0o755 and _mode(tmp_path / "private.bin") == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["private", "private.bin", "private.json", "shared",
                                                           "shared.bin", "shared.json"]  # no temporaries left
+
+
+def test_atomic_copy_follows_the_umask_and_copies_every_byte(tmp_path, umask):
+    src = tmp_path / "src.bin"
+    src.write_bytes(bytes(range(256)) * 9000)  # over one copy buffer
+    src.chmod(0o600)
+    umask(0o022)
+    atomic_copy_file(src, tmp_path / "out" / "copy.bin")
+    assert (tmp_path / "out" / "copy.bin").read_bytes() == src.read_bytes()
+    assert _mode(tmp_path / "out" / "copy.bin") == 0o644  # the umask's mode, not the source's
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["copy.bin"]  # no temporaries left
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from text2lora.errors import Text2LoraError
-from text2lora.paths import home, sha256_file
+from text2lora.paths import atomic_copy_file, home, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +104,7 @@ def add_local(path: str | os.PathLike, pinned: dict[str, str], cache_dir: Path |
     target = cache_dir / path.name
     if target.is_file() and sha256_file(target) == digest:
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".copy-", dir=cache_dir)
-    os.close(fd)
-    try:
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_copy_file(path, target)
     log.info("using %s for %s", path, target)
     return target
 
